@@ -1,0 +1,62 @@
+"""Autoencoders behind a preset: diffusers' KL autoencoders, and a lossless pixel-(un)shuffle one for tiny models.
+
+Everything downstream talks to an autoencoder through `encode_mode` and `decode_image`, so the latent conventions
+in `strsr.latents` do not care which kind is underneath.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, AutoencoderKLFlux2
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+
+class PixelShuffleAutoencoder(ModelMixin, ConfigMixin):
+    """A parameter-free, exactly invertible "VAE": pixel-unshuffle by `scale` (3 -> 3*scale^2 channels).
+
+    Images in [-1, 1], (B, 3, H, W) -> latents (B, 3*scale^2, H/scale, W/scale). Lossless, so a tiny DiT trained on
+    it learns super-resolution itself instead of fighting a random-weight VAE.
+    """
+
+    @register_to_config
+    def __init__(self, scale: int = 4):
+        super().__init__()
+        self.scale = scale
+        # A buffer gives the module a device and dtype like any diffusers autoencoder.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.scale**2
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(image, self.scale)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(latent, self.scale)
+
+
+Autoencoder = AutoencoderKLFlux2 | AutoencoderKL | PixelShuffleAutoencoder
+
+
+def encode_mode(vae: Autoencoder, image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> latent (B, C, H/s, W/s): the posterior's mode (deterministic, as at inference)."""
+    if isinstance(vae, PixelShuffleAutoencoder):
+        return vae.encode(image)
+    return vae.encode(image).latent_dist.mode()
+
+
+def decode_image(vae: Autoencoder, latent: torch.Tensor) -> torch.Tensor:
+    """Latent (B, C, h, w) -> image (B, 3, h*s, w*s), nominally in [-1, 1] (not clamped)."""
+    if isinstance(vae, PixelShuffleAutoencoder):
+        return vae.decode(latent)
+    return vae.decode(latent).sample
+
+
+AUTOENCODER_CLASSES = {
+    "flux2-kl": AutoencoderKLFlux2,
+    "kl": AutoencoderKL,
+    "pixel-shuffle": PixelShuffleAutoencoder,
+}

@@ -1,0 +1,76 @@
+"""Assemble a `StrSRGenerator` for a preset: weights, LoRA, conditioning, checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
+from strsr.checkpoint import load_generator
+from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
+from strsr.lora import add_lora
+from strsr.model import StrSRGenerator
+from strsr.presets import Preset, get_preset
+
+
+def is_tiny(preset: Preset) -> bool:
+    return preset.vae_config is not None
+
+
+def build_generator(
+    preset: Preset | str,
+    *,
+    pretrained: str | Path | None = None,
+    random_weights: bool = False,
+    checkpoint: str | Path | None = None,
+    conditioning: str = "none",
+    prompt: str = "",
+    lora_rank: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    text_encoder=None,
+    tokenizer=None,
+) -> StrSRGenerator:
+    """The generator for `preset`, in eval mode.
+
+    Weights come from `pretrained` (a diffusers-layout folder), or are random (`random_weights`, and always for the
+    tiny presets, seeded by `seed`). `lora_rank` None uses the preset's rank; 0 trains the whole transformer.
+    `conditioning="text"` encodes `prompt` once with the base text encoder (from `pretrained`, or passed in).
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if conditioning not in CONDITIONING_MODES:
+        raise ValueError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING_MODES)}")
+    if pretrained is not None:
+        transformer = load_transformer(preset, pretrained, dtype=dtype, device=device)
+        vae = load_autoencoder(preset, pretrained, dtype=dtype, device=device)
+    elif random_weights or is_tiny(preset):
+        transformer = build_transformer(preset, device=device, dtype=dtype, seed=seed)
+        vae = build_autoencoder(preset, device=device, dtype=dtype)
+    else:
+        raise ValueError(
+            f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) or --random-weights"
+        )
+
+    rank = preset.lora_rank if lora_rank is None else lora_rank
+    if rank > 0:
+        # Keep the preset's alpha/rank ratio (1 for every preset) when the rank is overridden.
+        alpha = preset.lora_alpha * rank // preset.lora_rank
+        transformer = add_lora(transformer, preset.lora_targets, rank=rank, alpha=alpha)
+    else:
+        transformer.requires_grad_(True)
+
+    if conditioning == "none":
+        cond_module = NullConditioning(preset.condition_width, preset.num_null_tokens).to(device)
+    else:
+        if text_encoder is None or tokenizer is None:
+            if pretrained is None:
+                raise ValueError("text conditioning needs the base model's text encoder: pass --pretrained DIR")
+            text_encoder, tokenizer = load_text_encoder(pretrained, dtype=dtype, device=device)
+        cond_module = prompt_conditioning(preset, text_encoder, tokenizer, prompt).to(device)
+
+    model = StrSRGenerator(preset, transformer, vae, cond_module).eval()
+    if checkpoint is not None:
+        load_generator(model, checkpoint)
+    return model

@@ -1,0 +1,87 @@
+"""strsr's own generator checkpoint: the trainable tensors in one safetensors file, tagged with what they fit.
+
+Metadata records the preset, LoRA rank and conditioning mode, so a checkpoint for another model fails loudly
+instead of loading half its tensors. Files are written to a temporary name and renamed, so a crash never leaves a
+truncated checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from strsr.lora import lora_rank_of
+from strsr.model import StrSRGenerator
+
+FORMAT = "strsr.generator.v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message names the file and the mismatch."""
+
+
+def _describe(model: StrSRGenerator) -> dict[str, str]:
+    return {
+        "format": FORMAT,
+        "preset": model.preset.name,
+        "lora_rank": str(lora_rank_of(model.transformer) or 0),
+        "conditioning": type(model.conditioning).__name__,
+    }
+
+
+def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
+    """Write the model's trainable tensors atomically to `path` (.safetensors)."""
+    path = Path(path)
+    tensors = {name: t.contiguous().cpu() for name, t in model.trainable_state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=_describe(model))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+
+
+def load_generator(model: StrSRGenerator, path: str | Path) -> None:
+    """Load trainable tensors into `model`, refusing checkpoints made for another preset, rank or conditioning."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a strsr generator checkpoint (format {meta.get('format')!r})")
+    want = _describe(model)
+    for key, label in (("preset", "preset"), ("lora_rank", "LoRA rank"), ("conditioning", "conditioning")):
+        if meta.get(key) != want[key]:
+            raise CheckpointError(f"{path}: checkpoint is for {label} {meta.get(key)!r}, the model has {want[key]!r}")
+    tensors = load_file(str(path))
+    params = dict(model.named_parameters())
+    expected = set(model.trainable_state_dict())
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    wrong_shape = sorted(k for k in expected & set(tensors) if tensors[k].shape != params[k].shape)
+    problems = [
+        f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+        if names
+    ]
+    if problems:
+        raise CheckpointError(f"{path}: does not fit the model ({'; '.join(problems)})")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)

@@ -1,0 +1,64 @@
+"""The StrSR generator: dual encoder, one Euler step of the DiT, VAE decode (paper §3.1-3.2).
+
+    z_LR = E_VAE(x_up)                  (x_up: the LR image, bicubic x4 to the output size)
+    v    = G(z_LR, t1, c)
+    z0   = z_LR - t1 * v                (no noise is added)
+    x    = D_VAE(z0)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from strsr.autoencoders import Autoencoder
+from strsr.backbones import Condition, predict_velocity
+from strsr.latents import LatentCodec
+from strsr.lora import base_transformer
+from strsr.presets import Preset
+
+
+class StrSRGenerator(nn.Module):
+    """Maps an upsampled LR image (B, 3, H, W) in [-1, 1], H and W multiples of the preset's pixel multiple, to the
+    restored image of the same size (float32, not clamped).
+
+    transformer:  the diffusers transformer, possibly wrapped by peft (LoRA).
+    conditioning: a module whose `forward(batch)` returns a `Condition` (null embedding, prompt, ...).
+    """
+
+    def __init__(self, preset: Preset, transformer: nn.Module, vae: Autoencoder, conditioning: nn.Module):
+        super().__init__()
+        self.preset = preset
+        self.transformer = transformer
+        self.codec = LatentCodec(preset.family, preset.latents, vae)
+        self.conditioning = conditioning
+        vae.requires_grad_(False)
+
+    @property
+    def vae(self) -> Autoencoder:
+        return self.codec.vae
+
+    @property
+    def t1(self) -> float:
+        return self.preset.t1
+
+    def velocity(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
+        return predict_velocity(self.preset, self.transformer, state, self.t1, condition)
+
+    def one_step(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """z0 = z_LR - t1 * G(z_LR, t1, c), on the state tensor (B, C, h, w), float32."""
+        return state - self.t1 * self.velocity(state, condition)
+
+    def forward(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+        if condition is None:
+            condition = self.conditioning(image.shape[0])
+        state = self.codec.encode(image)
+        return self.codec.decode(self.one_step(state, condition)).float()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Exactly the parameters that train (LoRA or the whole DiT, and the null embedding), by name."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    @property
+    def diffusers_transformer(self) -> nn.Module:
+        return base_transformer(self.transformer)
