@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import Flux2Transformer2DModel, ZImageTransformer2DModel
 
-from strsr.autoencoders import AUTOENCODER_CLASSES, Autoencoder, PixelShuffleAutoencoder
+from strsr.autoencoders import AUTOENCODER_CLASSES, Autoencoder
 from strsr.latents import flux2_image_ids, flux2_text_ids, pack_tokens, unpack_tokens
 from strsr.presets import Preset
 
@@ -151,7 +151,3 @@ def predict_velocity(
 
 def _rows(mask: torch.Tensor | None, batch: int):
     return [None] * batch if mask is None else list(mask.bool())
-
-
-def is_pixel_shuffle(vae: Autoencoder) -> bool:
-    return isinstance(vae, PixelShuffleAutoencoder)

@@ -50,7 +50,8 @@ def build_generator(
         vae = build_autoencoder(preset, device=device, dtype=dtype)
     else:
         raise ValueError(
-            f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) or --random-weights"
+            f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) "
+            "or --random-weights"
         )
 
     rank = preset.lora_rank if lora_rank is None else lora_rank

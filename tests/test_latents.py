@@ -61,13 +61,19 @@ def test_pixel_shuffle_codec_is_lossless():
         image = torch.rand(2, 3, 24, 40) * 2 - 1
         state = codec.encode(image)
         expected_channels = 48 * 4 if preset.family == "flux2" else 48
-        assert state.shape == (2, expected_channels, 24 // (8 if preset.family == "flux2" else 4), 40 // (8 if preset.family == "flux2" else 4))
+        assert state.shape == (
+            2,
+            expected_channels,
+            24 // (8 if preset.family == "flux2" else 4),
+            40 // (8 if preset.family == "flux2" else 4),
+        )
         assert torch.equal(codec.decode(state), image)
 
 
 def test_zimage_encode_is_raw_and_decode_rescales(tiny_kl_vae):
-    spec = TINY_ZIMAGE.latents.__class__(autoencoder="kl", vae_scale=2, channels=4, scaling_factor=0.3611,
-                                         shift_factor=0.1159)
+    spec = TINY_ZIMAGE.latents.__class__(
+        autoencoder="kl", vae_scale=2, channels=4, scaling_factor=0.3611, shift_factor=0.1159
+    )
     codec = LatentCodec("zimage", spec, tiny_kl_vae)
     image = torch.rand(1, 3, 8, 8) * 2 - 1
     with torch.no_grad():

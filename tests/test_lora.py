@@ -20,7 +20,9 @@ def test_lora_only_on_listed_targets(name):
     preset = get_preset(name)
     model = build_generator(name)
     assert isinstance(model.transformer, PeftModel)
-    adapted = {n.removeprefix("base_model.model.") for n, m in model.transformer.named_modules() if hasattr(m, "lora_A")}
+    adapted = {
+        n.removeprefix("base_model.model.") for n, m in model.transformer.named_modules() if hasattr(m, "lora_A")
+    }
     plain = build_transformer(preset)  # an unwrapped twin: peft replaces the adapted Linear layers
     expected = {n for n in _linear_names(plain) if any(n.endswith("." + s) for s in preset.lora_targets)}
     assert adapted == expected and adapted

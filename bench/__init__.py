@@ -1,0 +1,1 @@
+"""Benchmarks (`strsr.bench`): timings and memory, reported, never asserted in unit tests."""

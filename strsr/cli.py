@@ -1,0 +1,177 @@
+"""`strsr-upscale`: x4 super-resolution of image files and folders.
+
+    strsr-upscale photo.jpg shots/ -o out/ --preset flux2-klein-4b --pretrained ~/models/FLUX.2-klein-base-4B \
+        --checkpoint strsr-flux.safetensors
+
+Each output is written to a temporary name and renamed, so a failure never leaves a partial file; one bad image is
+reported on one line and the rest still complete (exit status 1 if any failed). Under `torchrun`, each rank takes
+every WORLD_SIZE-th image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+
+from tqdm import tqdm
+
+from strsr.checkpoint import CheckpointError
+from strsr.conditioning import CONDITIONING_MODES
+from strsr.imageio import ImageError, find_images, load_image, save_image
+from strsr.pipeline import SuperResolver
+from strsr.presets import PRESETS
+
+log = logging.getLogger("strsr")
+
+OUTPUT_SUFFIXES = (".png", ".tif", ".webp", ".jpg")
+
+
+def sample_image() -> Path:
+    """The bundled low-resolution sample photo (96x64)."""
+    return Path(str(resources.files("strsr") / "data" / "samples" / "chelsea.png"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="strsr-upscale", description="x4 one-step DiT super-resolution (StrSR)")
+    p.add_argument("inputs", nargs="*", type=Path, help="image files and folders (folders are searched recursively)")
+    p.add_argument("--sample", action="store_true", help="upscale the bundled sample photo")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    p.add_argument("--pretrained", type=Path, help="local diffusers folder of the base model (transformer/, vae/...)")
+    p.add_argument("--checkpoint", type=Path, help="strsr generator checkpoint (.safetensors)")
+    p.add_argument("--random-weights", action="store_true", help="random weights (benchmarks); no --pretrained")
+    p.add_argument("--conditioning", default="none", choices=CONDITIONING_MODES)
+    p.add_argument("--prompt", default="", help="prompt for --conditioning text")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024)")
+    p.add_argument("--overlap", type=int, default=64, help="overlap between output tiles in pixels (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _jobs(inputs: list[Path], outdir: Path, suffix: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs; folders keep their relative layout under `outdir`.
+
+    Inputs that would share an output name (photo.jpg and photo.png) keep their own suffix in it
+    (photo.jpg.png, photo.png.png), so no result silently replaces another.
+    """
+    jobs = []
+    for item in inputs:
+        if item.is_dir():
+            jobs += [(f, outdir / f.relative_to(item)) for f in find_images([item])]
+        else:
+            jobs.append((item, outdir / item.name))
+    targets = Counter(dst.with_suffix(suffix) for _, dst in jobs)
+    return [
+        (src, dst.with_suffix(suffix) if targets[dst.with_suffix(suffix)] == 1 else dst.with_name(dst.name + suffix))
+        for src, dst in jobs
+    ]
+
+
+def _rank_share(jobs: list, env=os.environ) -> list:
+    rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    return jobs[rank::world]
+
+
+def _device_for_rank(device: str, env=os.environ) -> str:
+    if device == "auto" and "LOCAL_RANK" in env:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{env['LOCAL_RANK']}"
+    return device
+
+
+def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool) -> None:
+    image = load_image(source)
+    bar = None
+
+    def progress(total):
+        nonlocal bar
+        if total is not None:
+            bar = tqdm(total=total, desc=source.name, unit="tile", leave=False, disable=quiet or total == 1)
+        else:
+            bar.update()
+
+    try:
+        result = resolver.upscale_image(image, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    alpha = result.alpha if target.suffix != ".jpg" else None
+    if result.alpha is not None and alpha is None:
+        log.warning("%s: JPEG has no alpha channel; alpha dropped in %s", source, target)
+    bit_depth = result.bit_depth if target.suffix in (".png", ".tif") else 8
+    save_image(target, result.rgb, alpha, bit_depth=bit_depth, grayscale=result.grayscale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="strsr-upscale: %(message)s", stream=sys.stderr)
+    inputs = list(args.inputs) + ([sample_image()] if args.sample else [])
+    if not inputs:
+        log.error("no input: give image files or folders, or --sample")
+        return 2
+    try:
+        jobs = _rank_share(_jobs(inputs, args.output, args.format))
+    except ImageError as err:
+        log.error("%s", err)
+        return 2
+    resolved_inputs = {src.resolve() for src, _ in jobs}
+    clashes = [dst for _, dst in jobs if dst.resolve() in resolved_inputs]
+    if clashes:
+        log.error("%s: output would overwrite an input; choose another output folder", clashes[0])
+        return 2
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        log.error("%s: cannot create output folder (%s)", args.output, err.strerror or err)
+        return 2
+    if not os.access(args.output, os.W_OK):
+        log.error("%s: output folder is not writable", args.output)
+        return 2
+
+    try:
+        resolver = SuperResolver.from_preset(
+            args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint, random_weights=args.random_weights,
+            conditioning=args.conditioning, prompt=args.prompt, device=_device_for_rank(args.device),
+            dtype=args.dtype, tile=args.tile, overlap=args.overlap, seed=args.seed,
+        )  # fmt: skip
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    if resolver.weights_are_random:
+        log.warning(
+            "weights are random (preset %r, no trained checkpoint): the output shows the pipeline working, "
+            "not real super-resolution",
+            args.preset,
+        )
+
+    failures = 0
+    for source, target in tqdm(jobs, desc="images", unit="img", disable=args.quiet or len(jobs) == 1):
+        try:
+            _process(resolver, source, target, args.quiet)
+        except ImageError as err:
+            failures += 1
+            log.error("%s", err)
+        except RuntimeError as err:  # e.g. out of memory on one huge image: report it, go on with the rest
+            failures += 1
+            log.error("%s: failed (%s)", source, str(err).splitlines()[0])
+        else:
+            log.info("%s -> %s", source, target)
+    if failures:
+        log.error("%d of %d images failed", failures, len(jobs))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

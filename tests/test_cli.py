@@ -1,0 +1,152 @@
+"""`strsr-upscale` end to end on real photos: every input format, every bad input, rank splitting."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from strsr.build import build_generator
+from strsr.checkpoint import save_generator
+from strsr.cli import main, sample_image
+
+
+def _run(args, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="strsr"):
+        code = main([*args, "--quiet"])
+    return code, caplog.text
+
+
+def _photo(h=24, w=32):
+    return data.astronaut()[120 : 120 + h, 200 : 200 + w]
+
+
+def test_sample_run_writes_the_upscaled_photo_and_warns_random_weights(tmp_path, caplog):
+    code, log = _run(["--sample", "-o", str(tmp_path)], caplog)
+    assert code == 0
+    out = Image.open(tmp_path / "chelsea.png")
+    assert out.size == (384, 256) and out.mode == "RGB"
+    assert "weights are random" in log
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = _photo()
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(rgb).save(folder / "photo.webp", lossless=True)
+    Image.fromarray(rgb).save(folder / "photo.tif")
+    Image.fromarray(data.camera()[:24, :32]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(rgb).quantize(16).save(folder / "palette.png")
+    Image.fromarray((data.camera()[:24, :32].astype(np.uint16) * 257)).save(folder / "gray16.png")
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rotated.save(folder / "exif.jpg", exif=exif.tobytes(), quality=95)
+    return folder
+
+
+def test_every_input_format(inputs, tmp_path, caplog):
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in inputs.iterdir()}
+    code, log = _run([str(inputs), "-o", str(out)], caplog)
+    assert code == 0, log
+    expected = {"rgb": ("RGB", (128, 96)), "gray": ("L", (128, 96)),
+                "rgba": ("RGBA", (128, 96)), "palette": ("RGB", (128, 96)), "gray16": ("I;16", (128, 96)),
+                "exif": ("RGB", (96, 128))}  # fmt: skip
+    for stem, (mode, size) in expected.items():
+        image = Image.open(out / f"{stem}.png")
+        assert (image.mode, image.size) == (mode, size), stem
+    assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before  # inputs untouched
+    for name in ("photo.jpg", "photo.webp", "photo.tif"):  # same stem: each keeps its own output
+        assert Image.open(out / f"{name}.png").size == (128, 96)
+
+
+def test_bad_images_are_reported_and_the_rest_complete(tmp_path, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(_photo()).save(folder / "good.png")
+    (folder / "empty.png").write_bytes(b"")
+    good = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "notes.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    code, log = _run([str(folder), "-o", str(out)], caplog)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # no partial or temporary files
+    for name in ("empty.png", "truncated.png", "notes.jpg"):
+        lines = [line for line in log.splitlines() if name in line]
+        assert len(lines) == 1 and "ERROR" in lines[0], (name, log)
+    assert "3 of 4 images failed" in log
+
+
+def test_folder_without_images_and_missing_input(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    code, log = _run([str(tmp_path / "empty"), "-o", str(tmp_path / "out")], caplog)
+    assert code == 2 and "folder has no images" in log
+    code, log = _run([str(tmp_path / "nope.png"), "-o", str(tmp_path / "out")], caplog)
+    assert code == 1 and "nope.png" in log
+
+
+def test_unwritable_output_is_one_clear_error(tmp_path, caplog):
+    Image.fromarray(_photo()).save(tmp_path / "a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, log = _run([str(tmp_path / "a.png"), "-o", str(blocker / "out")], caplog)
+    assert code == 2 and "cannot create output folder" in log
+
+
+def test_output_never_overwrites_an_input(tmp_path, caplog):
+    Image.fromarray(_photo()).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    code, log = _run([str(tmp_path / "a.png"), "-o", str(tmp_path)], caplog)
+    assert code == 2 and "would overwrite an input" in log
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_checkpoint_for_another_preset_is_one_clear_error(tmp_path, caplog):
+    ckpt = save_generator(build_generator("tiny-zimage"), tmp_path / "z.safetensors")
+    code, log = _run(["--sample", "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt)], caplog)
+    assert code == 2
+    assert "z.safetensors: checkpoint is for preset 'tiny-zimage', the model has 'tiny'" in log
+    assert not (tmp_path / "out" / "chelsea.png").exists()
+
+
+def test_ranks_split_the_inputs(inputs, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    code, _ = _run([str(inputs), "-o", str(tmp_path / "out")], caplog)
+    assert code == 0
+    names = sorted(p.name for p in inputs.iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == len(names[1::3]) and all(w.split(".")[0] in {n.split(".")[0] for n in names[1::3]}
+                                                    for w in written)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_share_the_work(inputs, tmp_path):
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "--no-python", sys.executable, "-m", "strsr.cli", str(inputs), "-o",
+         str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(out.iterdir())) == len(list(inputs.iterdir()))
+
+
+def test_sample_is_bundled():
+    assert sample_image().is_file()
