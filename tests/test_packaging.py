@@ -1,0 +1,37 @@
+"""The wheel holds every subpackage and data file, under the one `strsr` namespace."""
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_contains_every_subpackage_and_data_file(tmp_path):
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = tmp_path.glob("strsr-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package, folder in config["package-dir"].items():
+        for source in (ROOT / folder).glob("*.py"):
+            assert f"{package.replace('.', '/')}/{source.name}" in names, source
+    assert "strsr/data/samples/chelsea.png" in names
+    assert not any(n.startswith(("tests/", "bench/", "kernels/")) for n in names)  # only via the namespace
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "strsr-upscale = strsr.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_every_mapped_folder_is_a_listed_package():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(config["packages"]) == set(config["package-dir"])
+    for folder in config["package-dir"].values():
+        assert (ROOT / folder / "__init__.py").is_file()
