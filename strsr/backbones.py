@@ -68,9 +68,9 @@ def build_transformer(
 
 
 def build_autoencoder(preset: Preset, *, config: dict | None = None, device="cpu", dtype=torch.float32) -> Autoencoder:
-    """A random-weight autoencoder of the preset's kind from `config` (or the preset's tiny config)."""
+    """A random-weight autoencoder of the preset's kind from `config` (default: the preset's)."""
     cls = AUTOENCODER_CLASSES[preset.latents.autoencoder]
-    config = dict(config if config is not None else (preset.vae_config or {}))
+    config = dict(config if config is not None else preset.vae_config)
     with torch.device(device), _default_dtype(dtype):
         return cls(**config)
 
@@ -112,6 +112,12 @@ def load_autoencoder(preset: Preset, pretrained: str | Path, *, dtype: torch.dty
     if channels is not None and channels != preset.latents.channels:
         raise ValueError(f"{folder}: VAE has {channels} latent channels, preset {preset.name!r} expects "
                          f"{preset.latents.channels}")  # fmt: skip
+    if preset.family == "zimage":
+        # The preset's decode convention bakes these in; a VAE with other values needs another preset.
+        got = (vae.config.scaling_factor, vae.config.shift_factor)
+        want = (preset.latents.scaling_factor, preset.latents.shift_factor)
+        if got != want:
+            raise ValueError(f"{folder}: VAE scaling/shift {got} differ from preset {preset.name!r}'s {want}")
     return vae
 
 

@@ -14,10 +14,6 @@ from strsr.model import StrSRGenerator
 from strsr.presets import Preset, get_preset
 
 
-def is_tiny(preset: Preset) -> bool:
-    return preset.vae_config is not None
-
-
 def build_generator(
     preset: Preset | str,
     *,
@@ -45,7 +41,7 @@ def build_generator(
     if pretrained is not None:
         transformer = load_transformer(preset, pretrained, dtype=dtype, device=device)
         vae = load_autoencoder(preset, pretrained, dtype=dtype, device=device)
-    elif random_weights or is_tiny(preset):
+    elif random_weights or preset.tiny:
         transformer = build_transformer(preset, device=device, dtype=dtype, seed=seed)
         vae = build_autoencoder(preset, device=device, dtype=dtype)
     else:

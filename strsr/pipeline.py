@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from strsr.build import build_generator, is_tiny
+from strsr.build import build_generator
 from strsr.imageio import LoadedImage, image_from_pil
 from strsr.model import StrSRGenerator
 from strsr.presets import get_preset
@@ -134,7 +134,7 @@ class SuperResolver:
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
         )  # fmt: skip
-        random = checkpoint is None and (pretrained is None and (random_weights or is_tiny(get_preset(preset))))
+        random = checkpoint is None and (pretrained is None and (random_weights or get_preset(preset).tiny))
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
 
     @property

@@ -7,7 +7,7 @@ checkpoint saved for one preset only loads into the same preset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -52,7 +52,7 @@ class Preset:
     family: Family
     transformer_config: MappingProxyType  # kwargs of the diffusers transformer class
     latents: LatentSpec
-    vae_config: MappingProxyType | None  # diffusers autoencoder config for tiny builds; full presets load theirs
+    vae_config: MappingProxyType  # autoencoder config for random-weight builds (pretrained folders bring their own)
     condition_width: int  # width of the DiT's text/caption embedding input
     lora_targets: tuple[str, ...]
     lora_rank: int = 256
@@ -61,8 +61,8 @@ class Preset:
     num_null_tokens: int = 1  # length of the learned null conditioning sequence
     text_encoder_layers: tuple[int, ...] = ()  # flux2: hidden-state layers concatenated into the condition
     text_max_length: int = 512
+    tiny: bool = False  # toy preset: always random (or checkpoint) weights, never a pretrained folder
     description: str = ""
-    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def transformer_class_name(self) -> str:
@@ -84,7 +84,7 @@ FLUX2_KLEIN_4B = Preset(
         )
     ),  # fmt: skip
     latents=LatentSpec(autoencoder="flux2-kl", vae_scale=8, channels=32),
-    vae_config=None,
+    vae_config=_frozen({}),  # AutoencoderKLFlux2's defaults are the released FLUX.2 VAE
     condition_width=7680,
     lora_targets=FLUX2_LORA_TARGETS,
     text_encoder_layers=(9, 18, 27),
@@ -102,7 +102,13 @@ ZIMAGE_TURBO = Preset(
         )
     ),  # fmt: skip
     latents=LatentSpec(autoencoder="kl", vae_scale=8, channels=16, scaling_factor=0.3611, shift_factor=0.1159),
-    vae_config=None,
+    vae_config=_frozen(
+        dict(
+            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=2, norm_num_groups=32,
+            scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+        )
+    ),  # the FLUX.1 VAE that Z-Image uses
     condition_width=2560,
     lora_targets=ZIMAGE_LORA_TARGETS,
     description="Z-Image-Turbo 6B (6.15 B-parameter DiT), FLUX.1-style AutoencoderKL",
@@ -125,6 +131,7 @@ TINY = Preset(
     latents=_TINY_LATENTS,
     vae_config=_frozen(dict(scale=4)),
     condition_width=64,
+    tiny=True,
     lora_targets=FLUX2_LORA_TARGETS,
     lora_rank=16,
     lora_alpha=16,
@@ -145,6 +152,7 @@ TINY_ZIMAGE = Preset(
     latents=_TINY_LATENTS,
     vae_config=_frozen(dict(scale=4)),
     condition_width=64,
+    tiny=True,
     lora_targets=ZIMAGE_LORA_TARGETS,
     lora_rank=16,
     lora_alpha=16,

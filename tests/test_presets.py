@@ -62,3 +62,19 @@ def test_every_preset_is_consistent(name):
     assert channels == expected
     assert preset.t1 == 0.8 and preset.latents.pixel_multiple == 2 * preset.latents.vae_scale
     assert torch.tensor(0).device.type == "cpu"  # building on meta left the default device alone
+
+
+def test_full_preset_autoencoders_for_random_weights():
+    from diffusers import AutoencoderKL, AutoencoderKLFlux2
+
+    from strsr.backbones import build_autoencoder
+
+    flux_vae = build_autoencoder(get_preset("flux2-klein-4b"), device="meta")
+    assert isinstance(flux_vae, AutoencoderKLFlux2)
+    assert flux_vae.config.latent_channels == 32 and flux_vae.bn.num_features == 128  # BN over 2x2 patches
+    zimage_vae = build_autoencoder(get_preset("zimage-turbo"), device="meta")
+    assert isinstance(zimage_vae, AutoencoderKL)
+    assert (zimage_vae.config.latent_channels, zimage_vae.config.scaling_factor, zimage_vae.config.shift_factor) == (
+        16, 0.3611, 0.1159,
+    )  # fmt: skip
+    assert zimage_vae.quant_conv is None and len(zimage_vae.config.block_out_channels) == 4  # 8x down
