@@ -1,0 +1,145 @@
+"""The asymmetric discriminator (paper §3.3, Fig. 5): a frozen CLIP-ConvNeXt trunk with trainable PatchGAN heads.
+
+Features are the trunk's stage outputs at strides 4, 8 and 16 (384, 768, 1536 channels for CLIP-ConvNeXt-XXLarge)
+and the pooled CLIP image embedding (1024-d). Stages are chosen by stride and channel count from timm's
+`feature_info`, not by list position: timm changed what `forward_intermediates` returns between releases, which
+broke the official code on current timm.
+
+Heads, one per feature map: blur -> SN Conv3x3 (C -> 512, stride 2) -> LeakyReLU(0.2) -> blur -> SN Conv1x1
+(512 -> 1, stride 2). "Blur-pool" here is timm's BlurPool2d low-pass at stride 1 in front of each strided conv,
+i.e. anti-aliased downsampling, so a head cannot alias the grid artifacts it should see. The embedding head is
+SN Linear(1024 -> 512) -> LeakyReLU(0.2) -> SN Linear(512 -> 1). Only the heads train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import torch
+from timm.layers import BlurPool2d
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from strsr.backbones import MissingWeightsError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+FEATURE_STRIDES = (4, 8, 16)
+
+# A toy CLIP-ConvNeXt (timm's convnext_atto trunk) for the tiny preset and tests: same code path as XXLarge.
+TINY_CLIP_CONFIG = dict(
+    embed_dim=32,
+    vision_cfg=dict(timm_model_name="convnext_atto", timm_model_pretrained=False, timm_pool="", timm_proj="linear",
+                    image_size=64),
+    text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
+)  # fmt: skip
+
+
+class PatchHead(nn.Module):
+    """(B, C, H, W) features -> (B, 1, H/4, W/4) patch logits."""
+
+    def __init__(self, channels: int, width: int = 512):
+        super().__init__()
+        self.layers = nn.Sequential(
+            BlurPool2d(channels, filt_size=3, stride=1),
+            spectral_norm(nn.Conv2d(channels, width, 3, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            BlurPool2d(width, filt_size=3, stride=1),
+            spectral_norm(nn.Conv2d(width, 1, 1, stride=2)),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class EmbeddingHead(nn.Module):
+    """(B, D) CLIP image embedding -> (B, 1) logit."""
+
+    def __init__(self, dim: int, width: int = 512):
+        super().__init__()
+        self.layers = nn.Sequential(
+            spectral_norm(nn.Linear(dim, width)), nn.LeakyReLU(0.2), spectral_norm(nn.Linear(width, 1))
+        )
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.layers(embedding)
+
+
+class CLIPConvNeXtDiscriminator(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] -> list of logits: one patch map per selected stage, then the embedding's.
+
+    `visual` is an open_clip vision tower with a timm ConvNeXt trunk (`open_clip.timm_model.TimmModel`).
+    """
+
+    def __init__(self, visual: nn.Module, strides: tuple[int, ...] = FEATURE_STRIDES, head_width: int = 512):
+        super().__init__()
+        self.visual = visual.requires_grad_(False).eval()
+        info = {f["reduction"]: (i, f["num_chs"]) for i, f in enumerate(visual.trunk.feature_info)}
+        missing = [s for s in strides if s not in info]
+        if missing:
+            raise ValueError(f"trunk has no stage at stride {missing}; it has strides {sorted(info)}")
+        self.stage_indices = [info[s][0] for s in strides]
+        self.stage_channels = [info[s][1] for s in strides]
+        embed_dim = visual.head.proj.out_features
+        self.patch_heads = nn.ModuleList(PatchHead(c, head_width) for c in self.stage_channels)
+        self.embedding_head = EmbeddingHead(embed_dim, head_width)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> CLIPConvNeXtDiscriminator:
+        super().train(mode)
+        self.visual.eval()  # frozen trunk: no dropout/drop-path noise, whatever the heads do
+        return self
+
+    def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Stage feature maps at the chosen strides and the pooled CLIP embedding (B, D)."""
+        x = ((images + 1) / 2 - self.mean) / self.std
+        trunk = self.visual.trunk
+        final, stages = trunk.forward_intermediates(x, indices=self.stage_indices, norm=False)
+        embedding = self.visual.head(trunk.forward_head(final))
+        return list(stages), embedding
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        stages, embedding = self.features(images)
+        logits = [head(f) for head, f in zip(self.patch_heads, stages)]
+        return logits + [self.embedding_head(embedding)]
+
+    def head_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith("visual.")]
+
+
+def build_discriminator(
+    model: str = "convnext_xxlarge",
+    weights: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> CLIPConvNeXtDiscriminator:
+    """The discriminator on an open_clip CLIP-ConvNeXt trunk.
+
+    model:   an open_clip model name ("convnext_xxlarge") or "tiny" (a random convnext_atto trunk).
+    weights: a local open_clip checkpoint file (e.g. the laion2B-s34B-b82K-augreg-soup release); None builds random
+             trunk weights (tests, or `device="meta"` to measure memory and speed without any file).
+    """
+    torch.manual_seed(seed)
+    if model == "tiny":
+        if weights is not None:
+            raise ValueError("the tiny discriminator has no pretrained weights")
+        with torch.device(device):
+            visual = open_clip.CLIP(**TINY_CLIP_CONFIG).visual
+    elif weights is None:
+        config = open_clip.get_model_config(model)
+        if config is None:
+            raise ValueError(f"unknown open_clip model {model!r}")
+        with torch.device(device):
+            visual = open_clip.CLIP(**config).visual
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise MissingWeightsError(f"{path}: open_clip checkpoint for {model} not found")
+        visual = open_clip.create_model(model, pretrained=str(path), device=device).visual
+    if not hasattr(visual, "trunk"):
+        raise ValueError(f"{model}: not a timm-trunk (ConvNeXt) CLIP model")
+    with torch.device(device):
+        return CLIPConvNeXtDiscriminator(visual)
