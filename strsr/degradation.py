@@ -1,0 +1,489 @@
+"""On-the-fly RealESRGAN second-order degradation (Wang et al., "Real-ESRGAN", ICCVW 2021), batched in torch.
+
+HR (B, 3, H, W) -> [USM-sharpened GT] -> blur -> resize -> noise -> JPEG -> blur -> resize -> noise ->
+{[resize to H/4 -> sinc -> JPEG] or [JPEG -> resize to H/4 -> sinc]} -> clamp, quantise to 8 bits -> LR.
+
+Design, and where it departs from the reference training code (Real-ESRGAN's `feed_data`):
+- Every parameter is drawn per sample. The reference shares the resize scale and mode, the noise type, the
+  second-blur coin and the final order across a batch (its pair queue exists to mix that back); here only the
+  queue's shuffling is batch-level. Per-sample resizes give ragged intermediate sizes, so between the first and the
+  last resize the batch lives on a "canvas": a (B, C, Hmax, Wmax) tensor, sample i valid in [:h_i, :w_i] and
+  edge-replicated beyond. Noise and JPEG run on the whole canvas (JPEG pads with edge replication too, so the
+  valid region is coded as if alone, but for the last row/column of a side that is a multiple of 16, which sees the
+  next block's chroma through kornia's bilinear chroma upsampling); blurs reflect-pad each sample by the kernel
+  radius in a Python loop (a copy), then one grouped conv2d runs for the batch. Resizes loop over the batch (one
+  F.interpolate per sample). Kernels, USM, noise, JPEG and the final quantisation are fully batched.
+- Parameters are a few numbers per sample, drawn on a CPU generator seeded from the caller's generator: sizes and
+  branch choices are then known on the host without a device sync per decision. Pixel noise is drawn from the
+  caller's generator, on its device. Nothing touches the global RNG.
+- JPEG is kornia's `jpeg_codec_differentiable` (4:2:0, IJG tables, per-sample quality). Its rounding is a smooth
+  polynomial (round(x) + (x - round(x))^3), not the hard rounding of the reference's DiffJPEG(differentiable=False);
+  on photos it lands within 41-48 dB PSNR of PIL's encoder at the same quality.
+- The LR is degraded from the sharpened GT when `sharpen_gt` (as the reference, whose L1/perceptual targets are the
+  sharpened GT), from the plain GT otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from strsr.blur_kernels import KERNEL_TYPES, pulse_kernels, random_final_sinc_kernels, random_kernels
+
+Size = tuple[int, int]
+INTERP_MODES = ("area", "bilinear", "bicubic")
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL and torchvision convert to grayscale
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """RealESRGAN x4plus settings; field names follow its training YAML (a `2` suffix: the second order).
+
+    Kernel probabilities are in the order of `strsr.blur_kernels.KERNEL_TYPES`; resize probabilities are
+    (up, down, keep); noise sigmas are on the 0-255 scale; JPEG qualities are in [0, 100].
+    """
+
+    kernel_sizes: tuple[int, int] = (7, 21)  # odd supports drawn from this range, padded to the largest
+    kernel_probs: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    sinc_prob: float = 0.1
+    blur_sigma: tuple[float, float] = (0.2, 3.0)
+    betag_range: tuple[float, float] = (0.5, 4.0)
+    betap_range: tuple[float, float] = (1.0, 2.0)
+    resize_probs: tuple[float, float, float] = (0.2, 0.7, 0.1)
+    resize_range: tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: tuple[float, float] = (1.0, 30.0)
+    poisson_scale_range: tuple[float, float] = (0.05, 3.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[float, float] = (30.0, 95.0)
+
+    second_blur_prob: float = 0.8
+    kernel_probs2: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    sinc_prob2: float = 0.1
+    blur_sigma2: tuple[float, float] = (0.2, 1.5)
+    betag_range2: tuple[float, float] = (0.5, 4.0)
+    betap_range2: tuple[float, float] = (1.0, 2.0)
+    resize_probs2: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    resize_range2: tuple[float, float] = (0.3, 1.2)
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: tuple[float, float] = (1.0, 25.0)
+    poisson_scale_range2: tuple[float, float] = (0.05, 2.5)
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: tuple[float, float] = (30.0, 95.0)
+
+    final_sinc_prob: float = 0.8
+    resize_first_prob: float = 0.5  # last steps: [resize, sinc, JPEG] with this probability, else [JPEG, resize, sinc]
+
+    def __post_init__(self):
+        lo, hi = self.kernel_sizes
+        if not (lo % 2 == 1 and hi % 2 == 1 and 1 <= lo <= hi):
+            raise ValueError(f"kernel_sizes must be odd with 1 <= lo <= hi, got {self.kernel_sizes}")
+        for name in ("kernel_probs", "kernel_probs2", "resize_probs", "resize_probs2"):
+            probs = getattr(self, name)
+            want = len(KERNEL_TYPES) if name.startswith("kernel") else 3
+            if len(probs) != want or min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
+                raise ValueError(f"{name} needs {want} non-negative probabilities summing to 1, got {probs}")
+        for name, value in vars(self).items():
+            if name.endswith("_prob") or name.endswith("_prob2"):
+                if not 0 <= value <= 1:
+                    raise ValueError(f"{name} must be in [0, 1], got {value}")
+            elif name.endswith("_range") or name.endswith("_range2") or name.startswith("blur_sigma"):
+                if len(value) != 2 or not 0 <= value[0] <= value[1] or (name.startswith("blur") and value[0] == 0):
+                    raise ValueError(f"{name} must be (lo, hi) with 0 <= lo <= hi (sigmas > 0), got {value}")
+        for name in ("resize_range", "resize_range2"):
+            if not 0 < getattr(self, name)[0] <= 1 <= getattr(self, name)[1]:
+                raise ValueError(f"{name} must straddle 1 with a positive lower end, got {getattr(self, name)}")
+        if self.jpeg_range[1] > 100 or self.jpeg_range2[1] > 100:
+            raise ValueError("JPEG qualities must be in [0, 100]")
+
+
+@dataclass
+class DegradedPair:
+    """A training pair: lr (B, 3, H/4, W/4) and hr (B, 3, H, W), float32 in [0, 1]."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------- filters
+
+
+def _pad_mode(h: int, w: int, pad: int) -> str:
+    # Reflect padding needs pad < side. After a 0.15x first resize a small crop can be narrower than a kernel
+    # radius; edge replication is then the nearest well-defined border.
+    return "reflect" if pad < min(h, w) else "replicate"
+
+
+def _grouped_conv(padded: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of each sample's channels with its kernel: (B, C, Hp, Wp), (B or 1, k, k) -> (B, C, Hp-k+1,
+    Wp-k+1). Correlation equals convolution here: every kernel of the family is point-symmetric."""
+    b, c, hp, wp = padded.shape
+    k = kernels.shape[-1]
+    weight = kernels.to(padded).reshape(-1, 1, k, k).expand(b, c, k, k).reshape(b * c, 1, k, k)
+    out = F.conv2d(padded.reshape(1, b * c, hp, wp), weight, groups=b * c)
+    return out.reshape(b, c, hp - k + 1, wp - k + 1)
+
+
+def filter2d(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Per-sample blur with reflected borders. images (B, C, H, W) float; kernels (B, k, k) or (1, k, k), k odd.
+
+    Returns (B, C, H, W) in the images' dtype.
+    """
+    r = kernels.shape[-1] // 2
+    return _grouped_conv(F.pad(images, (r, r, r, r), mode=_pad_mode(*images.shape[-2:], r)), kernels)
+
+
+def _gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflected borders: (B, C, H, W) -> (B, C, H, W)."""
+    t = torch.arange(size, dtype=torch.float64, device=images.device) - size // 2
+    taps = torch.exp(-(t**2) / (2 * sigma**2))
+    taps = (taps / taps.sum()).to(images.dtype)
+    b, c, h, w = images.shape
+    r = size // 2
+    x = F.pad(images.reshape(b * c, 1, h, w), (r, r, r, r), mode="reflect")
+    x = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, size)), taps.view(1, 1, size, 1))
+    return x.reshape(b, c, h, w)
+
+
+def usm_sharpen(images: torch.Tensor, weight: float = 0.5, radius: int = 50, threshold: int = 10) -> torch.Tensor:
+    """Unsharp masking as RealESRGAN sharpens its training targets.
+
+    residual = I - G(I), G a Gaussian of odd size (radius, or radius + 1) and OpenCV's default sigma for that size
+    (8 for 51 taps); sharp = clamp(I + weight * residual); the result blends sharp and I with a blurred mask of
+    |residual| > threshold / 255, so flat regions (and their noise) stay untouched.
+
+    images: (B, C, H, W) float in [0, 1], H and W larger than half the kernel size. Returns the same shape/dtype.
+    """
+    size = radius + 1 if radius % 2 == 0 else radius
+    if min(images.shape[-2:]) <= size // 2:
+        raise ValueError(f"usm_sharpen needs images larger than {size // 2} px, got {tuple(images.shape[-2:])}")
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel(size, 0), which the reference uses
+    residual = images - _gaussian_blur(images, size, sigma)
+    soft_mask = _gaussian_blur((residual.abs() * 255 > threshold).to(images.dtype), size, sigma)
+    sharp = (images + weight * residual).clamp(0, 1)
+    return soft_mask * sharp + (1 - soft_mask) * images
+
+
+def upsample_lr(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic upsampling of lr (B, C, h, w) to size (H, W), clamped to [0, 1] (the model encodes this)."""
+    return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------ noise, JPEG
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device)
+
+
+def gaussian_noise(
+    images: torch.Tensor, sigma: torch.Tensor, gray: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Additive white Gaussian noise, returned (not added): (B, C, H, W) float like images.
+
+    sigma: (B,) standard deviation on the 0-255 scale; gray: (B,) bool, one field shared by all channels.
+    The fields are drawn from `generator` on its device.
+    """
+    b, c, h, w = images.shape
+    color = _randn((b, c, h, w), generator).to(images)
+    mono = _randn((b, 1, h, w), generator).to(images)
+    noise = torch.where(gray.to(images.device).view(-1, 1, 1, 1), mono.expand_as(color), color)
+    return noise * (sigma.to(images) / 255).view(-1, 1, 1, 1)
+
+
+def _shot_noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Poisson(v x) / v - x for 8-bit quantised x (B, C, H, W), v = the sample's number of distinct levels rounded
+    up to a power of two (as the reference; 256 for almost any photo). Counted with a histogram, not torch.unique,
+    so there is no per-sample host sync."""
+    levels = (x * 255).round().long().flatten(1)
+    seen = torch.zeros(x.shape[0], 256, device=x.device).scatter_(1, levels, 1.0)
+    v = torch.exp2(torch.ceil(torch.log2(seen.sum(1)))).view(-1, 1, 1, 1)
+    counts = torch.poisson((x * v).to(generator.device), generator=generator).to(x)
+    return counts / v - x
+
+
+def poisson_noise(
+    images: torch.Tensor, scale: torch.Tensor, gray: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Signal-dependent (shot) noise as RealESRGAN models it, returned (not added): (B, C, H, W) like images.
+
+    The image is quantised to 8 bits; with v its distinct-level count rounded up to a power of two, the noise is
+    scale * (Poisson(v x) / v - x), so its variance is scale^2 x / v. scale: (B,); gray: (B,) bool, noise from the
+    BT.601 luma shared by all channels.
+    """
+    quantised = (images * 255).round().clamp(0, 255) / 255
+    color = _shot_noise(quantised, generator)
+    luma = sum(w * images[:, i : i + 1] for i, w in enumerate(_LUMA))  # (B, 1, H, W)
+    mono = _shot_noise((luma * 255).round().clamp(0, 255) / 255, generator)
+    noise = torch.where(gray.to(images.device).view(-1, 1, 1, 1), mono.expand_as(color), color)
+    return noise * scale.to(images).view(-1, 1, 1, 1)
+
+
+def jpeg_compress(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """JPEG encode-decode with kornia (4:2:0 chroma, IJG tables scaled by quality, edge-replicated to 16 px).
+
+    images: (B, 3, H, W) float, clamped to [0, 1] first; quality: (B,) float in [0, 100]. Returns (B, 3, H, W).
+    """
+    from kornia.enhance import jpeg_codec_differentiable  # training-only dependency: `import strsr` stays light
+
+    return jpeg_codec_differentiable(images.clamp(0, 1), quality.to(device=images.device, dtype=images.dtype))
+
+
+# ------------------------------------------------------------------------------- ragged-batch canvas
+
+
+def _pack(images: list[torch.Tensor]) -> tuple[torch.Tensor, list[Size]]:
+    """(1, C, h_i, w_i) images -> (B, C, Hmax, Wmax) canvas, each edge-replicated to the right and bottom."""
+    sizes = [(im.shape[-2], im.shape[-1]) for im in images]
+    hm, wm = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    padded = [im if (h, w) == (hm, wm) else F.pad(im, (0, wm - w, 0, hm - h), mode="replicate")
+              for im, (h, w) in zip(images, sizes)]  # fmt: skip
+    return torch.cat(padded), sizes
+
+
+def _unpack(canvas: torch.Tensor, sizes: list[Size]) -> list[torch.Tensor]:
+    return [canvas[i : i + 1, :, :h, :w] for i, (h, w) in enumerate(sizes)]
+
+
+def _repack(canvas: torch.Tensor, sizes: list[Size]) -> torch.Tensor:
+    """Restore the edge replication that an op applied to the whole canvas disturbed."""
+    if all(s == tuple(canvas.shape[-2:]) for s in sizes):
+        return canvas
+    return _pack(_unpack(canvas, sizes))[0]
+
+
+def _filter_ragged(canvas: torch.Tensor, sizes: list[Size], kernels: torch.Tensor) -> torch.Tensor:
+    """filter2d on a canvas: each sample is reflect-padded from its own border, then one batched conv."""
+    if all(s == tuple(canvas.shape[-2:]) for s in sizes):
+        return filter2d(canvas, kernels)
+    r = kernels.shape[-1] // 2
+    padded = [F.pad(im, (r, r, r, r), mode=_pad_mode(h, w, r)) for im, (h, w) in zip(_unpack(canvas, sizes), sizes)]
+    return _repack(_grouped_conv(_pack(padded)[0], kernels), sizes)
+
+
+def _resize_each(
+    images: list[torch.Tensor], modes: list[str], *, scales: list[float] | None = None, sizes: list[Size] | None = None
+) -> tuple[torch.Tensor, list[Size]]:
+    """Resize sample by sample (sizes differ), by scale factor or to a size; returns the packed canvas."""
+    out = []
+    for i, (im, mode) in enumerate(zip(images, modes)):
+        if scales is not None:
+            out.append(F.interpolate(im, scale_factor=scales[i], mode=mode))
+        else:
+            out.append(F.interpolate(im, size=sizes[i], mode=mode))
+    return _pack(out)
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class _NoiseDraws:
+    gaussian: torch.Tensor  # (B,) bool: Gaussian, else Poisson
+    sigma: torch.Tensor  # (B,) 0-255 scale
+    scale: torch.Tensor  # (B,) Poisson scale
+    gray: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class _Draws:
+    """Every random choice of one call except the pixel noise; CPU tensors and host lists."""
+
+    kernel1: torch.Tensor
+    kernel2: torch.Tensor
+    sinc: torch.Tensor
+    scale1: list[float]
+    scale2: list[float]
+    modes: list[list[str]]  # first resize, second resize, resize to the output size
+    noise1: _NoiseDraws
+    noise2: _NoiseDraws
+    quality1: torch.Tensor
+    quality2: torch.Tensor
+    resize_first: list[bool]
+
+
+def _uniform(batch: int, bounds: tuple[float, float], g: torch.Generator) -> torch.Tensor:
+    return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(batch, dtype=torch.float64, generator=g)
+
+
+def _scales(batch: int, probs, bounds, g: torch.Generator) -> list[float]:
+    kind = torch.multinomial(torch.tensor(probs, dtype=torch.float64), batch, replacement=True, generator=g)
+    up, down = _uniform(batch, (1.0, bounds[1]), g), _uniform(batch, (bounds[0], 1.0), g)
+    return torch.where(kind == 0, up, torch.where(kind == 1, down, torch.ones_like(up))).tolist()
+
+
+def _noise(batch: int, g: torch.Generator, cfg: DegradationConfig, order: str) -> _NoiseDraws:
+    """Noise draws of the first (order "") or second (order "2") degradation."""
+    return _NoiseDraws(
+        gaussian=torch.rand(batch, generator=g) < getattr(cfg, "gaussian_noise_prob" + order),
+        sigma=_uniform(batch, getattr(cfg, "noise_range" + order), g).float(),
+        scale=_uniform(batch, getattr(cfg, "poisson_scale_range" + order), g).float(),
+        gray=torch.rand(batch, generator=g) < getattr(cfg, "gray_noise_prob" + order),
+    )
+
+
+def _kernels(batch: int, g: torch.Generator, cfg: DegradationConfig, order: str) -> torch.Tensor:
+    return random_kernels(
+        batch,
+        g,
+        kernel_probs=getattr(cfg, "kernel_probs" + order),
+        sigma_range=getattr(cfg, "blur_sigma" + order),
+        betag_range=getattr(cfg, "betag_range" + order),
+        betap_range=getattr(cfg, "betap_range" + order),
+        sinc_prob=getattr(cfg, "sinc_prob" + order),
+        size=cfg.kernel_sizes[1],
+        support_range=cfg.kernel_sizes,
+    )
+
+
+def _draw(batch: int, cfg: DegradationConfig, g: torch.Generator) -> _Draws:
+    size = cfg.kernel_sizes[1]
+    kernel1, kernel2 = _kernels(batch, g, cfg, ""), _kernels(batch, g, cfg, "2")
+    second_blur = torch.rand(batch, generator=g) < cfg.second_blur_prob
+    kernel2 = torch.where(second_blur.view(-1, 1, 1), kernel2, pulse_kernels(batch, size))
+    sinc = random_final_sinc_kernels(batch, g, prob=cfg.final_sinc_prob, size=size, support_range=cfg.kernel_sizes)
+    mode_index = torch.randint(len(INTERP_MODES), (3, batch), generator=g)
+    return _Draws(
+        kernel1=kernel1,
+        kernel2=kernel2,
+        sinc=sinc,
+        scale1=_scales(batch, cfg.resize_probs, cfg.resize_range, g),
+        scale2=_scales(batch, cfg.resize_probs2, cfg.resize_range2, g),
+        modes=[[INTERP_MODES[i] for i in row] for row in mode_index.tolist()],
+        noise1=_noise(batch, g, cfg, ""),
+        noise2=_noise(batch, g, cfg, "2"),
+        quality1=_uniform(batch, cfg.jpeg_range, g).float(),
+        quality2=_uniform(batch, cfg.jpeg_range2, g).float(),
+        resize_first=(torch.rand(batch, generator=g) < cfg.resize_first_prob).tolist(),
+    )
+
+
+def _add_noise(x: torch.Tensor, draws: _NoiseDraws, generator: torch.Generator) -> torch.Tensor:
+    """x + Gaussian or Poisson noise per sample, clamped to [0, 1]; each type is drawn only for its samples."""
+    noise = torch.zeros_like(x)
+    branches = ((draws.gaussian, gaussian_noise, draws.sigma), (~draws.gaussian, poisson_noise, draws.scale))
+    for use, make, strength in branches:
+        idx = use.nonzero().flatten()
+        if idx.numel():
+            on_device = idx.to(x.device)
+            noise[on_device] = make(x[on_device], strength[idx], draws.gray[idx], generator)
+    return (x + noise).clamp(0, 1)
+
+
+class RealESRGANDegradation:
+    """Synthesises (LR, GT) training pairs from HR crops with the RealESRGAN second-order degradation.
+
+    Call with hr (B, 3, H, W) float in [0, 1] (H, W multiples of `scale`, at least 32) and a torch.Generator; the
+    same generator state gives the same pair bit for bit on the same device. Pixel noise is drawn on the
+    generator's device: pass one on hr's device to keep the work there. Returns float32 tensors.
+    """
+
+    def __init__(self, config: DegradationConfig = DegradationConfig(), scale: int = 4, sharpen_gt: bool = True):
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        self.config = config
+        self.scale = scale
+        self.sharpen_gt = sharpen_gt
+
+    def _check(self, hr: torch.Tensor, generator: torch.Generator) -> None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError("generator must be a torch.Generator (the global RNG is never used)")
+        if hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
+            raise ValueError(f"hr must be a float (B, 3, H, W) tensor, got {tuple(hr.shape)} {hr.dtype}")
+        h, w = hr.shape[-2:]
+        if h % self.scale or w % self.scale or min(h, w) < 32:
+            raise ValueError(f"hr sides must be multiples of {self.scale} and at least 32, got {h}x{w}")
+
+    @torch.no_grad()
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> DegradedPair:
+        self._check(hr, generator)
+        b, _, h, w = hr.shape
+        device, s = hr.device, self.scale
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        d = _draw(b, self.config, torch.Generator().manual_seed(seed))
+        gt = hr.float()
+        gt = usm_sharpen(gt) if self.sharpen_gt else gt
+
+        # First order: blur, resize, noise, JPEG.
+        x = filter2d(gt, d.kernel1.to(device))
+        canvas, sizes = _resize_each(list(x.split(1)), d.modes[0], scales=d.scale1)
+        canvas = _repack(_add_noise(canvas, d.noise1, generator), sizes)
+        canvas = _repack(jpeg_compress(canvas, d.quality1), sizes)
+
+        # Second order: blur (identity for samples that skip it), resize relative to the output size, noise.
+        canvas = _filter_ragged(canvas, sizes, d.kernel2.to(device))
+        targets = [(max(1, int(h / s * f)), max(1, int(w / s * f))) for f in d.scale2]
+        canvas, sizes = _resize_each(_unpack(canvas, sizes), d.modes[1], sizes=targets)
+        canvas = _repack(_add_noise(canvas, d.noise2, generator), sizes)
+
+        # Last steps, order per sample: [resize, sinc, JPEG] or [JPEG, resize, sinc].
+        images = _unpack(canvas, sizes)
+        late = [i for i in range(b) if not d.resize_first[i]]
+        if late:
+            idx = torch.tensor(late, device=device)
+            coded = _unpack(jpeg_compress(canvas[idx], d.quality2[late]), [sizes[i] for i in late])
+            for i, im in zip(late, coded):
+                images[i] = im
+        x, _ = _resize_each(images, d.modes[2], sizes=[(h // s, w // s)] * b)
+        x = filter2d(x, d.sinc.to(device))
+        early = [i for i in range(b) if d.resize_first[i]]
+        if early:
+            idx = torch.tensor(early, device=device)
+            x[idx] = jpeg_compress(x[idx], d.quality2[early])
+        lr = (x * 255).round().clamp(0, 255) / 255
+        return DegradedPair(lr=lr, hr=gt)
+
+
+class PairQueue:
+    """RealESRGAN's training-pair pool: mixes pairs across batches.
+
+    Until `size` pairs are stored, each batch is stored and passed through. Then each call shuffles the pool with
+    `generator`, hands out its first B pairs and stores the incoming batch in their place. `size` must be a
+    multiple of the batch size, and every batch must have the same shapes. The pool lives on the pairs' device.
+    """
+
+    def __init__(self, size: int = 180):
+        if size < 1:
+            raise ValueError(f"queue size must be positive, got {size}")
+        self.size = size
+        self._lr: torch.Tensor | None = None
+        self._hr: torch.Tensor | None = None
+        self._filled = 0
+
+    def __len__(self) -> int:
+        return self._filled
+
+    @torch.no_grad()
+    def __call__(self, pair: DegradedPair, generator: torch.Generator) -> DegradedPair:
+        b = pair.lr.shape[0]
+        if pair.hr.shape[0] != b:
+            raise ValueError(f"lr and hr batch sizes differ: {b} vs {pair.hr.shape[0]}")
+        if self._lr is None:
+            if self.size % b:
+                raise ValueError(f"queue size {self.size} is not a multiple of the batch size {b}")
+            self._lr = pair.lr.new_zeros((self.size, *pair.lr.shape[1:]))
+            self._hr = pair.hr.new_zeros((self.size, *pair.hr.shape[1:]))
+        elif pair.lr.shape[1:] != self._lr.shape[1:] or pair.hr.shape[1:] != self._hr.shape[1:] or self.size % b:
+            raise ValueError("batches pushed to a PairQueue need equal shapes and a batch size dividing the queue size")
+        if self._filled < self.size:
+            self._lr[self._filled : self._filled + b] = pair.lr
+            self._hr[self._filled : self._filled + b] = pair.hr
+            self._filled += b
+            return pair
+        perm = torch.randperm(self.size, generator=generator, device=generator.device).to(self._lr.device)
+        self._lr, self._hr = self._lr[perm], self._hr[perm]
+        out = DegradedPair(lr=self._lr[:b].clone(), hr=self._hr[:b].clone())
+        self._lr[:b] = pair.lr
+        self._hr[:b] = pair.hr
+        return out
+
+    def state_dict(self) -> dict:
+        """The pool (for bit-identical resume): {"lr", "hr": tensors or None, "filled": int}."""
+        return {"lr": self._lr, "hr": self._hr, "filled": self._filled}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["lr"] is not None and state["lr"].shape[0] != self.size:
+            raise ValueError(f"saved queue holds {state['lr'].shape[0]} pairs, this one {self.size}")
+        self._lr, self._hr, self._filled = state["lr"], state["hr"], int(state["filled"])
