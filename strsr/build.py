@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
-from strsr.checkpoint import load_generator
+from strsr.checkpoint import load_generator, read_metadata
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
 from strsr.lora import add_lora
 from strsr.model import StrSRGenerator
@@ -32,7 +32,8 @@ def build_generator(
     """The generator for `preset`, in eval mode.
 
     Weights come from `pretrained` (a diffusers-layout folder), or are random (`random_weights`, and always for the
-    tiny presets, seeded by `seed`). `lora_rank` None uses the preset's rank; 0 trains the whole transformer.
+    tiny presets, seeded by `seed`). `lora_rank` None uses the checkpoint's rank, else the preset's; 0 trains the
+    whole transformer.
     `conditioning="text"` encodes `prompt` once with the base text encoder (from `pretrained`, or passed in).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -50,6 +51,9 @@ def build_generator(
             "or --random-weights"
         )
 
+    if lora_rank is None and checkpoint is not None:
+        # a checkpoint knows its own adapter rank (0: the whole transformer was trained)
+        lora_rank = int(read_metadata(checkpoint).get("lora_rank", preset.lora_rank))
     rank = preset.lora_rank if lora_rank is None else lora_rank
     if rank > 0:
         # Keep the preset's alpha/rank ratio (1 for every preset) when the rank is overridden.

@@ -50,6 +50,8 @@ def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -60,8 +62,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def load_generator(model: StrSRGenerator, path: str | Path) -> None:
     """Load trainable tensors into `model`, refusing checkpoints made for another preset, rank or conditioning."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a strsr generator checkpoint (format {meta.get('format')!r})")

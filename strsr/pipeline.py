@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
     return names[dtype]
+
+
+def bundled_weights(preset) -> Path | None:
+    """The generator weights shipped inside the package for `preset`, if any."""
+    if preset.bundled_weights is None:
+        return None
+    path = Path(str(resources.files("strsr") / "data" / "weights" / preset.bundled_weights))
+    return path if path.is_file() else None
 
 
 def upsample_region(lr: torch.Tensor, tile: Tile) -> torch.Tensor:
@@ -130,11 +139,13 @@ class SuperResolver:
         seed: int = 0,
     ) -> SuperResolver:
         device = resolve_device(device)
+        if checkpoint is None and pretrained is None and not random_weights:
+            checkpoint = bundled_weights(get_preset(preset))  # the trained tiny model ships with strsr
         model = build_generator(
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
         )  # fmt: skip
-        random = checkpoint is None and (pretrained is None and (random_weights or get_preset(preset).tiny))
+        random = checkpoint is None and pretrained is None
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
 
     @property

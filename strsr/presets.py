@@ -62,6 +62,7 @@ class Preset:
     text_encoder_layers: tuple[int, ...] = ()  # flux2: hidden-state layers concatenated into the condition
     text_max_length: int = 512
     tiny: bool = False  # toy preset: always random (or checkpoint) weights, never a pretrained folder
+    bundled_weights: str | None = None  # file in strsr/data/weights/ used when no weights are given
     description: str = ""
 
     @property
@@ -132,6 +133,7 @@ TINY = Preset(
     vae_config=_frozen(dict(scale=4)),
     condition_width=64,
     tiny=True,
+    bundled_weights="strsr-tiny.safetensors",
     lora_targets=FLUX2_LORA_TARGETS,
     lora_rank=16,
     lora_alpha=16,

@@ -27,12 +27,14 @@ def _photo(h=24, w=32):
     return data.astronaut()[120 : 120 + h, 200 : 200 + w]
 
 
-def test_sample_run_writes_the_upscaled_photo_and_warns_random_weights(tmp_path, caplog):
+def test_sample_run_uses_the_bundled_tiny_model(tmp_path, caplog):
     code, log = _run(["--sample", "-o", str(tmp_path)], caplog)
     assert code == 0
     out = Image.open(tmp_path / "chelsea.png")
     assert out.size == (384, 256) and out.mode == "RGB"
-    assert "weights are random" in log
+    assert "weights are random" not in log
+    code, log = _run(["--sample", "-o", str(tmp_path / "random"), "--random-weights"], caplog)
+    assert code == 0 and "weights are random" in log
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ def test_wheel_contains_every_subpackage_and_data_file(tmp_path):
         for source in (ROOT / folder).glob("*.py"):
             assert f"{package.replace('.', '/')}/{source.name}" in names, source
     assert "strsr/data/samples/chelsea.png" in names
+    assert "strsr/data/weights/strsr-tiny.safetensors" in names
+    assert "strsr/train/recipes/tiny.toml" in names
     assert not any(n.startswith(("tests/", "bench/", "kernels/")) for n in names)  # only via the namespace
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "strsr-upscale = strsr.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -1,0 +1,319 @@
+"""strsr-train on the tiny preset: config, steps, resume bit-for-bit, interrupts, divergence, bad data, DDP."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from skimage import data
+
+from strsr.checkpoint import CheckpointError
+from strsr.train import trainer as trainer_module
+from strsr.train.cli import export_weights, main
+from strsr.train.config import ConfigError, apply_override, from_dict, load_config, loss_weights
+from strsr.train.data import CropSampler, DatasetError
+from strsr.train.trainer import Trainer, TrainingDiverged
+
+
+def _config(tmp_path, **sections):
+    """A seconds-long tiny run: LoRA DiT, tiny discriminator, RealESRGAN degradation with a pair queue."""
+    base = {
+        "model": {"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False},
+        "data": {"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "random", "flip": True},
+        "degradation": {"kind": "realesrgan", "queue_size": 4},
+        "loss": {"lambda_lpips": 0.0, "lambda_gan": 0.1},
+        "discriminator": {"model": "tiny"},
+        "optim": {"batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3},
+        "run": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "checkpoint_every": 2, "log_every": 1,
+                "sample_every": 2, "device": "cpu", "keep_last": 5},
+    }  # fmt: skip
+    for section, values in sections.items():
+        base[section] = {**base.get(section, {}), **values}
+    return from_dict(base)
+
+
+def _train(config, resume=False):
+    trainer = Trainer(config, resume=resume)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def _final_state(run_dir):
+    last = sorted((run_dir / "checkpoints").iterdir())[-1]
+    training = torch.load(last / "training.pt", weights_only=False)
+    return last.name, load_file(last / "generator.safetensors"), training
+
+
+def _assert_same_state(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    heads_a, heads_b = a[2]["discriminator_heads"], b[2]["discriminator_heads"]
+    assert heads_a.keys() == heads_b.keys() and all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+    for opt in ("opt_g", "opt_d"):
+        for sa, sb in zip(a[2][opt]["state"].values(), b[2][opt]["state"].values()):
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_shipped_recipes_parse_and_full_ones_need_data():
+    tiny = load_config("tiny")
+    assert tiny.model.preset == "tiny" and tiny.loss.lambda_gan == 0.0
+    for name in ("flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2"):
+        with pytest.raises(ConfigError, match="no training data"):
+            load_config(name)
+        config = load_config(name, ['data.folders=["/data/a"]'])
+        assert config.model.lora_rank is None and config.optim.lr_g == 5e-6 and config.optim.lr_d == 1e-6
+        assert config.loss.lambda_lpips == 3.0 and config.loss.lambda_gan == 0.1 and config.loss.lambda_r1 == 10
+        stage = 2 if name.endswith("2") else 1
+        assert config.run.stage == stage and config.run.max_steps == (60_000 if stage == 2 else 40_000)
+        assert loss_weights(config).lambda_fdl == (0.002 if stage == 2 else 0.0)
+
+
+def test_overrides_are_typed_and_unknown_keys_fail(tmp_path):
+    config = _config(tmp_path)
+    apply_override(config, "optim.lr_g=2e-4")
+    apply_override(config, "run.output_dir=runs/x")
+    apply_override(config, 'data.folders=["a", "b"]')
+    apply_override(config, "data.flip=false")
+    assert (config.optim.lr_g, config.run.output_dir, config.data.folders, config.data.flip) == (
+        2e-4, "runs/x", ["a", "b"], False,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown key optim.lr_gen"):
+        apply_override(config, "optim.lr_gen=1")
+    with pytest.raises(ConfigError, match="unknown config section"):
+        apply_override(config, "optimiser.lr_g=1")
+    with pytest.raises(ConfigError, match="run.max_steps: expected int"):
+        apply_override(config, "run.max_steps=many")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_override(config, "max_steps=3")
+
+
+def test_stage_switch_changes_lambda_fdl(tmp_path):
+    config = _config(tmp_path)
+    assert loss_weights(config).lambda_fdl == 0.0
+    apply_override(config, "run.stage=2")
+    assert loss_weights(config).lambda_fdl == 0.002
+    apply_override(config, "loss.lambda_fdl=0.01")
+    assert loss_weights(config).lambda_fdl == 0.01
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _snapshot(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def _changed(before, module):
+    return {n for n, p in module.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def test_g_step_touches_only_generator_weights_and_d_step_only_heads(tmp_path, monkeypatch):
+    trainer = Trainer(_config(tmp_path))
+    g, d = trainer.c.generator, trainer.c.discriminator
+    g_before, d_before = _snapshot(g), _snapshot(d)
+    captured = {}
+    monkeypatch.setattr(trainer, "_d_step", lambda target, fake: captured.update(target=target, fake=fake) or {})
+    trainer.train_step()
+    trainable_g = {n for n, p in g.named_parameters() if p.requires_grad}
+    assert _changed(g_before, g) == trainable_g and trainable_g
+    assert not _changed(d_before, d)
+    monkeypatch.undo()
+    g_before, d_before = _snapshot(g), _snapshot(d)
+    trainer._d_step(captured["target"], captured["fake"])
+    heads = {n for n, p in d.named_parameters() if not n.startswith("visual.")}
+    assert not _changed(g_before, g)
+    changed = _changed(d_before, d)
+    assert changed and changed <= heads
+    trainer.close()
+
+
+def test_losses_are_finite_and_change(tmp_path):
+    trainer = Trainer(_config(tmp_path, optim={"lr_g": 3e-3}, degradation={"kind": "bicubic"}))
+    totals = [trainer.train_step()["g/total"] for _ in range(6)]
+    trainer.close()
+    assert all(np.isfinite(totals)) and len(set(totals)) == len(totals)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_two_steps_resume_two_steps_equals_four_straight(tmp_path):
+    straight = _config(tmp_path / "a")
+    _train(straight)
+    first = _config(tmp_path / "b", run={"max_steps": 2})
+    _train(first)
+    resumed = _config(tmp_path / "b")
+    trainer = _train(resumed, resume=True)
+    assert trainer.step == 4
+    _assert_same_state(_final_state(tmp_path / "a" / "run"), _final_state(tmp_path / "b" / "run"))
+
+
+def test_killed_run_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
+    reference = _config(tmp_path / "a")
+    _train(reference)
+    config = _config(tmp_path / "b")
+    original = Trainer.train_step
+
+    def dies_in_step_three(self):
+        if self.step == 2:
+            raise SystemExit("killed")  # no chance to save: like SIGKILL
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_in_step_three)
+    with pytest.raises(SystemExit):
+        _train(config)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()] == ["step-00000002"]
+    _train(_config(tmp_path / "b"), resume=True)
+    _assert_same_state(_final_state(tmp_path / "a" / "run"), _final_state(tmp_path / "b" / "run"))
+
+
+def test_interrupt_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
+    config = _config(tmp_path, run={"max_steps": 10, "checkpoint_every": 100})
+    original = Trainer.train_step
+
+    def interrupted_in_step_two(self):
+        out = original(self)
+        if self.step == 1:
+            self._request_stop()  # what the SIGINT handler does
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_in_step_two)
+    trainer = _train(config)
+    assert trainer.step == 2
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000002"]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    config = _config(tmp_path, run={"max_steps": 6})
+    real_loss = trainer_module.generator_loss
+
+    def poisoned(*args, **kwargs):
+        total, parts = real_loss(*args, **kwargs)
+        return (total * float("nan"), parts) if poisoned.calls == 2 else (total, parts)
+
+    def counting(*args, **kwargs):
+        result = poisoned(*args, **kwargs)
+        poisoned.calls += 1
+        return result
+
+    poisoned.calls = 0
+    monkeypatch.setattr(trainer_module, "generator_loss", counting)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    with pytest.raises(TrainingDiverged, match=r"step 2: generator loss is not finite.*step-00000002"):
+        _train(config)
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["step-00000002"]
+    before = {f.name: f.read_bytes() for f in checkpoint.iterdir()}
+    assert set(before) == {"generator.safetensors", "training.pt", "rank-0.pt"}
+
+
+# ----------------------------------------------------------------------------- data and errors
+
+
+def test_crop_sampler_is_deterministic_and_skips_bad_images(tmp_path, caplog):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "good.png")
+    Image.fromarray(data.astronaut()[:20, :20]).save(folder / "small.png")
+    (folder / "broken.png").write_bytes(b"nope")
+    config = _config(tmp_path, data={"skimage_images": [], "folders": [str(folder)]}).data
+    a, b = CropSampler(config, seed=1), CropSampler(config, seed=1)
+    batches = [a.batch(step, 0, 1, 2) for step in range(4)]
+    assert all(torch.equal(x.hr, b.batch(s, 0, 1, 2).hr) for s, x in enumerate(batches))
+    assert sum(x.skipped for x in batches) > 0 and all(x.hr.shape == (2, 3, 64, 64) for x in batches)
+    assert "broken.png" in caplog.text and "smaller than the 64 crop" in caplog.text
+
+
+def test_empty_dataset_and_foreign_checkpoint_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="folder has no images"):
+        Trainer(_config(tmp_path, data={"skimage_images": [], "folders": [str(empty)]}))
+    _train(_config(tmp_path / "z", model={"preset": "tiny-zimage"}, run={"max_steps": 2}))
+    with pytest.raises(CheckpointError, match="preset 'tiny-zimage'"):
+        Trainer(_config(tmp_path, run={"resume_from": str(tmp_path / "z" / "run")}))
+
+
+def test_cli_writes_resolved_config_and_exports_weights(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [model]
+        preset = "tiny"
+        lora_rank = 0
+        gradient_checkpointing = false
+        [data]
+        skimage_images = ["astronaut"]
+        resolution = 64
+        [degradation]
+        kind = "bicubic"
+        [loss]
+        lambda_lpips = 0.0
+        lambda_gan = 0.0
+        [run]
+        output_dir = "{tmp_path / 'run'}"
+        max_steps = 2
+        device = "cpu"
+    """))
+    assert main([str(recipe), "--set", "optim.batch_size=1"]) == 0
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert resolved["optim"]["batch_size"] == 1 and resolved["run"]["max_steps"] == 2
+    out = export_weights(tmp_path / "run", tmp_path / "w.safetensors")
+    from strsr.pipeline import SuperResolver
+
+    resolver = SuperResolver.from_preset("tiny", checkpoint=out)
+    assert resolver.upscale_tensor(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    assert main([str(recipe), "--set", "optim.nope=1"]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_stay_identical(tmp_path):
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import hashlib, json, os
+        import torch, torch.distributed as dist
+        from strsr.train.config import from_dict
+        from strsr.train.trainer import Trainer
+        config = from_dict({{
+            "model": {{"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False}},
+            "data": {{"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "random"}},
+            "degradation": {{"kind": "realesrgan", "queue_size": 0}},
+            "loss": {{"lambda_lpips": 0.0, "lambda_gan": 0.1}},
+            "discriminator": {{"model": "tiny"}},
+            "optim": {{"batch_size": 1, "lr_g": 1e-3, "lr_d": 1e-3}},
+            "run": {{"output_dir": "{tmp_path / 'run'}", "max_steps": 3, "checkpoint_every": 3, "device": "cpu"}},
+        }})
+        trainer = Trainer(config)
+        trainer.train()
+        digest = hashlib.sha256()
+        for module in (trainer.c.generator, trainer.c.discriminator):
+            for name, p in module.named_parameters():
+                if p.requires_grad or "heads" in name:
+                    digest.update(p.detach().numpy().tobytes())
+        digests = [None] * dist.get_world_size()
+        dist.all_gather_object(digests, digest.hexdigest())
+        if dist.get_rank() == 0:
+            json.dump(digests, open("{tmp_path / 'digests.json'}", "w"))
+        trainer.close()
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    result = subprocess.run([torchrun, "--nproc_per_node=2", "--no-python", sys.executable, str(script)],
+                            capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = json.loads((tmp_path / "digests.json").read_text())
+    assert len(digests) == 2 and digests[0] == digests[1]

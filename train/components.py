@@ -1,0 +1,97 @@
+"""Build everything a run needs from its config: generator, discriminator, losses, optimizers, degradation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from strsr.build import build_generator
+from strsr.discriminator import CLIPConvNeXtDiscriminator, build_discriminator
+from strsr.losses.objectives import LossWeights
+from strsr.model import StrSRGenerator
+from strsr.train.config import ConfigError, TrainConfig, loss_weights
+
+
+@dataclass
+class Components:
+    generator: StrSRGenerator
+    discriminator: CLIPConvNeXtDiscriminator | None  # None when lambda_gan = 0
+    lpips: nn.Module | None
+    fdl: nn.Module | None
+    weights: LossWeights
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    degradation: object
+    queue: object | None
+
+
+def build_components(config: TrainConfig, device: torch.device) -> Components:
+    model_cfg, loss_cfg = config.model, config.loss
+    generator = build_generator(
+        model_cfg.preset, pretrained=model_cfg.pretrained, checkpoint=model_cfg.init_checkpoint,
+        conditioning=model_cfg.conditioning, prompt=model_cfg.prompt, lora_rank=model_cfg.lora_rank,
+        device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, seed=config.run.seed,
+    )  # fmt: skip
+    if model_cfg.gradient_checkpointing:
+        generator.diffusers_transformer.enable_gradient_checkpointing()
+    if model_cfg.zero_init_velocity:
+        with torch.no_grad():
+            generator.diffusers_transformer.proj_out.weight.zero_()
+    weights = loss_weights(config)
+
+    discriminator = opt_d = None
+    if weights.lambda_gan:
+        if config.discriminator.model != "tiny" and config.discriminator.weights is None:
+            raise ConfigError(f"discriminator.weights: set the path of the local open_clip "
+                              f"{config.discriminator.model} checkpoint (its trunk must be pretrained)")  # fmt: skip
+        discriminator = build_discriminator(
+            config.discriminator.model, config.discriminator.weights, device=device, seed=config.run.seed
+        )
+        opt_d = _adamw(discriminator.head_parameters(), config.optim.lr_d, config)
+    lpips = fdl = None
+    if weights.lambda_lpips:
+        from strsr.losses.perceptual import LPIPSLoss
+
+        lpips = LPIPSLoss(loss_cfg.vgg16_weights).to(device)
+    if weights.lambda_fdl:
+        from strsr.losses.fdl import FrequencyDistributionLoss
+
+        fdl = FrequencyDistributionLoss(
+            num_proj=loss_cfg.fdl_num_proj, seed=loss_cfg.fdl_seed, vgg_weights=loss_cfg.vgg19_weights,
+            input_range=loss_cfg.fdl_input_range,
+        ).to(device)  # fmt: skip
+
+    trainable = [p for p in generator.parameters() if p.requires_grad]
+    opt_g = _adamw(trainable, config.optim.lr_g, config)
+
+    degradation, queue = _degradation(config)
+    return Components(generator, discriminator, lpips, fdl, weights, opt_g, opt_d, degradation, queue)
+
+
+def _adamw(params, lr: float, config: TrainConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if not params:
+        raise ValueError("nothing to train: no parameter requires a gradient")
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+
+
+def _degradation(config: TrainConfig):
+    from strsr.degradation import PairQueue, RealESRGANDegradation
+
+    if config.degradation.kind == "bicubic":
+        return BicubicDegradation(), None
+    degradation = RealESRGANDegradation(sharpen_gt=config.degradation.sharpen_gt)
+    queue = PairQueue(config.degradation.queue_size) if config.degradation.queue_size else None
+    return degradation, queue
+
+
+class BicubicDegradation:
+    """Plain x4 bicubic downscaling (antialiased), for the tiny recipe and ablations; GT unchanged."""
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator):
+        from strsr.degradation import DegradedPair
+
+        lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
+        return DegradedPair(lr=lr, hr=hr)

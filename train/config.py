@@ -1,0 +1,241 @@
+"""Training recipes: TOML files parsed into nested dataclasses, with typed `--set section.key=value` overrides.
+
+Unknown sections or keys are errors (a typo must not silently train with a default), and the resolved config is
+written beside the run so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+RECIPES = ("tiny", "flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    pretrained: str | None = None  # local diffusers folder of the base model
+    lora_rank: int | None = None  # None: the preset's (256 for full presets); 0: train the whole transformer
+    conditioning: str = "none"
+    prompt: str = ""
+    gradient_checkpointing: bool = True
+    init_checkpoint: str | None = None  # strsr generator weights to start from
+    zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
+
+
+@dataclass
+class DataConfig:
+    folders: list[str] = field(default_factory=list)
+    file_lists: list[str] = field(default_factory=list)  # JSONL files, one {"path": ...} object per line
+    path_key: str = "path"
+    skimage_images: list[str] = field(default_factory=list)  # photos shipped with scikit-image, by name
+    resolution: int = 1024  # HR crop side
+    crop: str = "center"  # "center" or "random"
+    flip: bool = False
+    num_workers: int = 2
+
+
+@dataclass
+class DegradationConfig:
+    kind: str = "realesrgan"  # "realesrgan" (the paper) or "bicubic" (plain x4 downscale)
+    queue_size: int = 180  # RealESRGAN training-pair pool; 0 disables it
+    sharpen_gt: bool = True
+
+
+@dataclass
+class LossConfig:
+    lambda_l1: float = 1.0
+    lambda_lpips: float = 3.0
+    lambda_gan: float = 0.1
+    lambda_fdl: float | None = None  # None: the stage's (0 in stage 1, 0.002 in stage 2)
+    lambda_r1: float = 10.0
+    r1_sigma: float = 0.005
+    r1_noise: str = "uniform"
+    fdl_input_range: str = "[-1,1]"
+    fdl_seed: int = 0
+    fdl_num_proj: int = 256
+    vgg16_weights: str | None = None  # LPIPS backbone (torchvision VGG16 state dict)
+    vgg19_weights: str | None = None  # FDL feature extractor (torchvision VGG19 state dict)
+
+
+@dataclass
+class DiscriminatorConfig:
+    model: str = "convnext_xxlarge"  # an open_clip ConvNeXt CLIP model, or "tiny"
+    weights: str | None = None  # local open_clip checkpoint file
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 5e-6
+    lr_d: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    batch_size: int = 1  # per process
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/strsr"
+    stage: int = 1
+    max_steps: int = 40_000
+    seed: int = 0
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 10
+    sample_every: int = 500
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU), "bf16", "no"
+    device: str = "auto"
+    resume_from: str | None = None  # a checkpoint (or run) directory whose full state starts this run (stage 2)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the config schema; the message names the key."""
+
+
+def _coerce(value, annotation, where: str):
+    """Check/convert `value` against a field annotation (str, int, float, bool, tuples, lists, optionals)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        items = [_coerce(v, args[0], where) for v in value]
+        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis and len(items) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(items)}")
+        return tuple(items) if origin is tuple else items
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _section_types(cls) -> dict[str, type]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(data: dict) -> TrainConfig:
+    """Build a TrainConfig from nested dicts, rejecting unknown sections and keys."""
+    config = TrainConfig()
+    sections = _section_types(TrainConfig)
+    for section, values in data.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}]; known: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        target = getattr(config, section)
+        fields = _section_types(type(target))
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(fields)}")
+            setattr(target, key, _coerce(value, fields[key], f"{section}.{key}"))
+    return config
+
+
+def apply_override(config: TrainConfig, assignment: str) -> None:
+    """Apply one `section.key=value`; the value is parsed as a TOML value, or taken as a bare string."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    path, raw = assignment.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as runs/x or tiny
+    updated = from_dict({section: {key: value}})
+    setattr(getattr(config, section), key, getattr(getattr(updated, section), key))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file: a path, or the name of one shipped in strsr/train/recipes."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        return path
+    if name_or_path not in RECIPES:
+        raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(RECIPES)}")
+    return Path(str(resources.files("strsr.train") / "recipes" / f"{name_or_path}.toml"))
+
+
+def load_config(recipe: str, overrides: list[str] = ()) -> TrainConfig:
+    path = recipe_path(recipe)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    config = from_dict(data)
+    for assignment in overrides:
+        apply_override(config, assignment)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    from strsr.presets import get_preset
+
+    get_preset(config.model.preset)
+    choices = {
+        "data.crop": (config.data.crop, ("center", "random")),
+        "degradation.kind": (config.degradation.kind, ("realesrgan", "bicubic")),
+        "run.mixed_precision": (config.run.mixed_precision, ("auto", "bf16", "no")),
+        "loss.r1_noise": (config.loss.r1_noise, ("uniform", "gaussian")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    if config.run.stage not in (1, 2):
+        raise ConfigError(f"run.stage={config.run.stage}; StrSR trains in stages 1 and 2")
+    if config.data.resolution % 64:
+        raise ConfigError(f"data.resolution={config.data.resolution} must be a multiple of 64")
+    if not (config.data.folders or config.data.file_lists or config.data.skimage_images):
+        raise ConfigError("no training data: set data.folders, data.file_lists or data.skimage_images")
+
+
+def loss_weights(config: TrainConfig):
+    """The objectives' weights for this run; lambda_fdl follows the stage unless set explicitly."""
+    from strsr.losses.objectives import LossWeights
+
+    loss = config.loss
+    overrides = dict(lambda_l1=loss.lambda_l1, lambda_lpips=loss.lambda_lpips, lambda_gan=loss.lambda_gan,
+                     lambda_r1=loss.lambda_r1)  # fmt: skip
+    weights = LossWeights.for_stage(config.run.stage, **overrides)
+    if loss.lambda_fdl is not None:
+        weights = dataclasses.replace(weights, lambda_fdl=loss.lambda_fdl)
+    return weights
+
+
+def write_resolved(config: TrainConfig, path: Path) -> None:
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")

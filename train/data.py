@@ -1,0 +1,158 @@
+"""Training images: folders, JSONL file lists and scikit-image's bundled photos, cropped to the recipe's resolution.
+
+Sampling is a pure function of (seed, step, rank): which image, which crop and whether it is flipped are derived
+from the global sample position, so a resumed run sees exactly the batches the uninterrupted run would have, with
+no loader state to save. Unreadable or too-small images are skipped with a warning and counted; a run never dies
+on one bad file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from strsr.imageio import ImageError, find_images, image_from_pil, load_image
+from strsr.train.config import DataConfig
+
+log = logging.getLogger("strsr.train")
+
+_MAX_SKIPS = 64  # consecutive bad images tolerated before a batch gives up
+
+
+class DatasetError(ValueError):
+    """The configured data yields no usable image; the message says where it looked."""
+
+
+def list_sources(config: DataConfig) -> list[str]:
+    """Every training image as a string key: a file path, or `skimage:<name>`."""
+    sources: list[str] = []
+    for folder in config.folders:
+        try:
+            sources += [str(p) for p in find_images([folder])]
+        except ImageError as err:
+            raise DatasetError(str(err)) from None
+    for file_list in config.file_lists:
+        sources += _read_file_list(Path(file_list), config.path_key)
+    for name in config.skimage_images:
+        sources.append(f"skimage:{name}")
+    if not sources:
+        raise DatasetError("no training images found in data.folders, data.file_lists or data.skimage_images")
+    return sources
+
+
+def _read_file_list(path: Path, key: str) -> list[str]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: file list not found")
+    paths = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            value = entry[key]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DatasetError(f"{path}:{number}: expected a JSON object with a {key!r} key") from None
+        resolved = Path(value) if Path(value).is_absolute() else path.parent / value
+        paths.append(str(resolved))
+    return paths
+
+
+def _load(source: str) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]."""
+    if source.startswith("skimage:"):
+        from PIL import Image
+        from skimage import data
+
+        name = source.removeprefix("skimage:")
+        loader = getattr(data, name, None)
+        if loader is None:
+            raise ImageError(f"{source}: scikit-image has no photo called {name!r}")
+        array = loader()
+        if isinstance(array, tuple):  # stereo pairs come as (left, right, disparity): take the left view
+            array = array[0]
+        array = np.asarray(array)
+        return image_from_pil(Image.fromarray(array), source).rgb
+    return load_image(source).rgb
+
+
+@dataclass
+class Batch:
+    hr: torch.Tensor  # (B, 3, R, R) float32 in [0, 1]
+    skipped: int  # bad images passed over while building it
+
+
+class CropSampler:
+    """Deterministic crops: `batch(step, rank, world, batch_size)` gives the same pixels on every run."""
+
+    def __init__(self, config: DataConfig, seed: int):
+        self.config = config
+        self.seed = seed
+        self.sources = list_sources(config)
+        self._cache: dict[str, torch.Tensor] = {}
+        self._bad: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _image(self, source: str) -> torch.Tensor:
+        if len(self.sources) <= 64:  # small sets (the tiny recipe): decode each photo once
+            if source not in self._cache:
+                self._cache[source] = _load(source)
+            return self._cache[source]
+        return _load(source)
+
+    def _pick(self, slot: int, attempt: int) -> str:
+        """Slot `slot` walks a fresh permutation each epoch; retries after a bad image pick at random."""
+        if attempt:
+            gen = torch.Generator().manual_seed(hash((self.seed, slot, attempt)) & 0x7FFF_FFFF)
+            return self.sources[int(torch.randint(len(self.sources), (1,), generator=gen))]
+        epoch, offset = divmod(slot, len(self.sources))
+        order = torch.randperm(len(self.sources), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        return self.sources[int(order[offset])]
+
+    def _sample(self, slot: int, attempt: int) -> tuple[torch.Tensor | None, str]:
+        source = self._pick(slot, attempt)
+        if source in self._bad:
+            return None, source
+        try:
+            image = self._image(source)
+        except ImageError as err:
+            log.warning("skipping training image: %s", err)
+            self._bad.add(source)
+            return None, source
+        size = self.config.resolution
+        height, width = image.shape[-2:]
+        if min(height, width) < size:
+            log.warning("skipping training image: %s: %dx%d is smaller than the %d crop", source, width, height, size)
+            self._bad.add(source)
+            return None, source
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + slot)
+        if self.config.crop == "random":
+            top = int(torch.randint(0, height - size + 1, (1,), generator=gen))
+            left = int(torch.randint(0, width - size + 1, (1,), generator=gen))
+        else:
+            top, left = (height - size) // 2, (width - size) // 2
+        crop = image[:, top : top + size, left : left + size]
+        if self.config.flip and torch.rand((), generator=gen) < 0.5:
+            crop = crop.flip(-1)
+        return crop, source
+
+    def batch(self, step: int, rank: int, world: int, batch_size: int) -> Batch:
+        """The `rank`'s share of global batch `step`; a bad image is replaced by a random other one."""
+        crops, skipped = [], 0
+        for i in range(batch_size):
+            slot = (step * world + rank) * batch_size + i
+            for attempt in range(_MAX_SKIPS + 1):
+                crop, source = self._sample(slot, attempt)
+                if crop is not None or len(self._bad) == len(self.sources):
+                    break
+                skipped += 1
+            if crop is None:
+                raise DatasetError(f"no usable training image (last tried: {source}); see the warnings above")
+            crops.append(crop)
+        return Batch(torch.stack(crops), skipped)

@@ -1,0 +1,328 @@
+"""The StrSR training loop: alternating generator and discriminator steps (paper §3.3-3.4, §4.1).
+
+Each iteration: synthesise LR on the fly (RealESRGAN), a G step on Eq. 11 with the discriminator frozen, then a
+D step on Eq. 9. Multi-GPU runs are launched with `torchrun` (DDP, gloo on CPU, NCCL on GPU). Every random draw of a
+step comes from generators seeded by (seed, step, rank), so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from strsr.checkpoint import CheckpointError, load_generator
+from strsr.degradation import upsample_lr
+from strsr.losses.gan import r1_noise
+from strsr.losses.objectives import discriminator_loss, generator_loss
+from strsr.pipeline import resolve_device
+from strsr.train import checkpointing as ckpt
+from strsr.train.components import Components, build_components
+from strsr.train.config import TrainConfig, write_resolved
+from strsr.train.data import CropSampler
+
+log = logging.getLogger("strsr.train")
+
+_SPECTRAL_WARMUP_ITERS = 5
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the run stops and its last checkpoint stays as it was."""
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    info = Dist(int(os.environ.get("RANK", 0)), world, int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def _step_generator(device: torch.device, seed: int, step: int, rank: int, stream: int) -> torch.Generator:
+    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 4099 + rank) * 8 + stream)
+
+
+def _split_heads(logits: list[torch.Tensor], parts: int) -> list[list[torch.Tensor]]:
+    return [list(chunk) for chunk in zip(*(head.chunk(parts) for head in logits))]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = False):
+        self.config = config
+        self.dist, self.device = _init_distributed(config.run.device)
+        torch.manual_seed(config.run.seed)
+        self.out = Path(config.run.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.c: Components = build_components(config, self.device)
+        self.sampler = CropSampler(config.data, config.run.seed)
+        self.step = 0
+        self.skipped_images = 0
+        self._stop_requested = False
+        self.autocast = self._autocast_context()
+        start = self._resume_source(resume)
+        if start is not None:
+            self._load(start)
+        elif self.c.discriminator is not None:
+            self._warm_spectral_norms()
+        self.g = DDP(self.c.generator) if self.dist.world > 1 else self.c.generator
+        self.d_train = DDP(self.c.discriminator) if self.dist.world > 1 and self.c.discriminator else None
+        self.writer = None
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_resolved(config, self.out / "config.json")
+
+    # ----------------------------------------------------------------- setup
+    def _autocast_context(self):
+        mode = self.config.run.mixed_precision
+        if mode == "bf16" or (mode == "auto" and self.device.type == "cuda"):
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext
+
+    def _resume_source(self, resume: bool) -> Path | None:
+        if self.config.run.resume_from:
+            source = Path(self.config.run.resume_from)
+            found = ckpt.latest_checkpoint(source) or ckpt.latest_checkpoint(source / "checkpoints")
+            if (source / "training.pt").is_file():
+                return source
+            if found is None:
+                raise CheckpointError(f"{source}: no complete checkpoint to resume from")
+            return found
+        return ckpt.latest_checkpoint(self.ckpt_root) if resume else None
+
+    def _warm_spectral_norms(self) -> None:
+        """Run the heads' power iterations on real crops once, so the first D step sees calibrated norms."""
+        hr = self.sampler.batch(0, self.dist.rank, self.dist.world, self.config.optim.batch_size).hr
+        self.c.discriminator.train()
+        with torch.no_grad(), self.autocast():
+            for _ in range(_SPECTRAL_WARMUP_ITERS):
+                self.c.discriminator(hr.to(self.device) * 2 - 1)
+
+    # ----------------------------------------------------------------- steps
+    def _pair(self, step: int):
+        batch = self.sampler.batch(step, self.dist.rank, self.dist.world, self.config.optim.batch_size)
+        self.skipped_images += batch.skipped
+        gen = _step_generator(self.device, self.config.run.seed, step, self.dist.rank, 0)
+        pair = self.c.degradation(batch.hr.to(self.device), gen)
+        if self.c.queue is not None:
+            pair = self.c.queue(pair, gen)
+        return pair
+
+    def _check(self, loss: torch.Tensor, what: str, parts: dict) -> None:
+        if not torch.isfinite(loss):
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
+            last = ckpt.latest_checkpoint(self.ckpt_root)
+            raise TrainingDiverged(
+                f"step {self.step}: {what} loss is not finite ({values}); stopping. "
+                f"Last good checkpoint: {last if last else 'none written yet'}"
+            )
+
+    def train_step(self) -> dict[str, float]:
+        c, cfg = self.c, self.config
+        pair = self._pair(self.step)
+        target = pair.hr * 2 - 1
+        model_input = upsample_lr(pair.lr, target.shape[-2:]) * 2 - 1
+
+        # G step: the discriminator is a fixed critic here (eval mode, no parameter gradients).
+        self.g.train()
+        if c.discriminator is not None:
+            c.discriminator.eval().requires_grad_(False)
+        with self.autocast():
+            prediction = self.g(model_input)
+            real_logits = fake_logits = None
+            if c.discriminator is not None:
+                with torch.no_grad():
+                    real_logits = c.discriminator(target)
+                fake_logits = c.discriminator(prediction)
+            loss_g, parts = generator_loss(prediction.float(), target, real_logits, fake_logits, lpips=c.lpips,
+                                           fdl=c.fdl, weights=c.weights)  # fmt: skip
+        self._check(loss_g, "generator", parts)
+        c.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        params_g = [p for group in c.opt_g.param_groups for p in group["params"]]
+        parts["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(params_g, cfg.optim.grad_clip)
+        c.opt_g.step()
+        logged = {f"g/{k}": float(v) for k, v in parts.items()}
+
+        if c.discriminator is not None:
+            logged.update(self._d_step(target, prediction.detach()))
+        self._last_images = (model_input.detach(), prediction.detach(), target)
+        return logged
+
+    def _d_step(self, target: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        c, cfg = self.c, self.config
+        for p in c.discriminator.head_parameters():
+            p.requires_grad_(True)
+        c.discriminator.train()
+        gen = _step_generator(self.device, cfg.run.seed, self.step, self.dist.rank, 1)
+        noisy = target + r1_noise(target, cfg.loss.r1_sigma, cfg.loss.r1_noise, generator=gen)
+        critic = self.d_train or c.discriminator
+        with self.autocast():
+            # one forward over real, fake and noisy real keeps DDP to a single pass per step
+            real, fake_logits, noisy_logits = _split_heads(critic(torch.cat([target, fake, noisy])), 3)
+            loss_d, parts = discriminator_loss([h.float() for h in real], [h.float() for h in fake_logits],
+                                               [h.float() for h in noisy_logits], weights=c.weights)  # fmt: skip
+        self._check(loss_d, "discriminator", parts)
+        c.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        parts["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(c.discriminator.head_parameters(), cfg.optim.grad_clip)
+        c.opt_d.step()
+        return {f"d/{k}": float(v) for k, v in parts.items()}
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self) -> Path:
+        c = self.c
+        staging = ckpt.staging_dir(self.ckpt_root, self.step)
+        if self.dist.main:
+            ckpt.prepare_staging(self.ckpt_root, self.step)
+        self.dist.barrier()
+        if self.dist.main:
+            training = {
+                "step": self.step,
+                "preset": self.config.model.preset,
+                "config": self.config.to_dict(),
+                "opt_g": c.opt_g.state_dict(),
+                "discriminator_heads": None if c.discriminator is None else _heads_state(c.discriminator),
+                "opt_d": None if c.opt_d is None else c.opt_d.state_dict(),
+                "fdl": None if c.fdl is None else c.fdl.state_dict(),
+            }
+            ckpt.write_shared(staging, c.generator, training)
+        queue = None if c.queue is None else c.queue.state_dict()
+        ckpt.write_rank(staging, self.dist.rank, {"rng": ckpt.rng_state(), "queue": queue,
+                                                  "skipped_images": self.skipped_images})  # fmt: skip
+        self.dist.barrier()
+        final = ckpt.publish(self.ckpt_root, self.step, self.config.run.keep_last) if self.dist.main else staging
+        self.dist.barrier()
+        return final
+
+    def _load(self, directory: Path) -> None:
+        c = self.c
+        training = torch.load(directory / "training.pt", map_location=self.device, weights_only=True)
+        if training["preset"] != self.config.model.preset:
+            raise CheckpointError(f"{directory}: checkpoint is for preset {training['preset']!r}, "
+                                  f"this run trains {self.config.model.preset!r}")  # fmt: skip
+        load_generator(c.generator, directory / "generator.safetensors")
+        c.opt_g.load_state_dict(training["opt_g"])
+        if c.discriminator is not None and training["discriminator_heads"] is not None:
+            result = c.discriminator.load_state_dict(training["discriminator_heads"], strict=False)
+            wrong = result.unexpected_keys + [k for k in result.missing_keys if not k.startswith("visual.")]
+            if wrong:
+                raise CheckpointError(f"{directory}: discriminator heads do not fit ({', '.join(wrong[:3])})")
+            c.opt_d.load_state_dict(training["opt_d"])
+        elif c.discriminator is not None:
+            self._warm_spectral_norms()  # resuming from a run without a discriminator
+        if c.fdl is not None and training["fdl"] is not None:
+            c.fdl.load_state_dict(training["fdl"])
+        rank_file = directory / f"rank-{self.dist.rank}.pt"
+        if rank_file.is_file():
+            # numpy/python RNG states are not plain tensors; this file is always one strsr wrote itself
+            rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
+            ckpt.set_rng_state(rank_state["rng"])
+            self.skipped_images = rank_state["skipped_images"]
+            if c.queue is not None and rank_state["queue"] is not None:
+                c.queue.load_state_dict(rank_state["queue"])
+        self.step = training["step"]
+        if self.dist.main:
+            log.info("resumed from %s at step %d", directory, self.step)
+
+    # ----------------------------------------------------------------- loop
+    def _request_stop(self, *_):
+        self._stop_requested = True
+
+    def _stop_agreed(self) -> bool:
+        flag = torch.tensor(float(self._stop_requested))
+        if self.dist.world > 1:
+            flag = flag.to(self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _log(self, logged: dict[str, float]) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        for key, value in logged.items():
+            self.writer.add_scalar(key, value, self.step)
+        self.writer.add_scalar("lr/g", self.c.opt_g.param_groups[0]["lr"], self.step)
+        self.writer.add_scalar("data/skipped_images", self.skipped_images, self.step)
+
+    def _log_samples(self) -> None:
+        if self.writer is None:
+            return
+        lr, out, gt = (((x[:1].float().cpu() + 1) / 2).clamp(0, 1) for x in self._last_images)
+        self.writer.add_images("samples/lr_out_gt", torch.cat([lr, out, gt]), self.step)
+
+    def train(self) -> int:
+        """Run until `run.max_steps`; returns the final step. Ctrl-C saves a checkpoint and stops cleanly."""
+        cfg = self.config.run
+        previous = signal.signal(signal.SIGINT, self._request_stop) if self._is_main_thread() else None
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"stage {cfg.stage}", unit="step",
+                   disable=not self.dist.main, dynamic_ncols=True)  # fmt: skip
+        try:
+            while self.step < cfg.max_steps:
+                logged = self.train_step()
+                self.step += 1
+                bar.update()
+                if self.dist.main and self.step % cfg.log_every == 0:
+                    bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in logged.items() if "total" in k})
+                    self._log(logged)
+                if self.dist.main and cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._log_samples()
+                stop = self._stop_agreed()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop:
+                    self.save()
+                if stop:
+                    log.info("interrupted: checkpoint saved at step %d", self.step)
+                    break
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if self.writer is not None:
+                self.writer.close()
+        if self.skipped_images and self.dist.main:
+            log.warning("%d unreadable or too-small training images were skipped", self.skipped_images)
+        return self.step
+
+    @staticmethod
+    def _is_main_thread() -> bool:
+        import threading
+
+        return threading.current_thread() is threading.main_thread()
+
+    def close(self) -> None:
+        # DDP wrappers go before the process group: tearing down in the other order aborted runs at exit.
+        self.g = self.d_train = None
+        if self.dist.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _heads_state(discriminator) -> dict[str, torch.Tensor]:
+    """The discriminator's trainable heads (and their spectral-norm buffers), without the frozen trunk."""
+    return {k: v for k, v in discriminator.state_dict().items() if not k.startswith("visual.")}
