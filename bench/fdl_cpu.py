@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from strsr.bench.report import write_json
 from strsr.losses.fdl import FrequencyDistributionLoss
 
 log = logging.getLogger("strsr.bench")
@@ -105,15 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "strsr.bench.fdl_cpu", "--worker", str(size), *_spec_args(spec)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         records.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    env = {"torch": torch.__version__, "threads": spec.threads or torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(), "logical_cpus": psutil.cpu_count()}  # fmt: skip
     log.info("%-6s %6s %10s %10s %10s %8s %8s", "size", "proj", "median s", "min s", "peak MiB", "GFLOP", "GFLOP/s")
     for r in records:
         log.info("%-6s %6d %10.3f %10.3f %10.1f %8.1f %8.1f", f"{r['size']}²", r["num_proj"], r["median_s"],
                  r["min_s"], r["peak_mib"], r["gflop"], r["gflops"])  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"env": env, "results": records}, indent=2))
+    write_json(args.json, records, threads=spec.threads or torch.get_num_threads(), logical_cpus=psutil.cpu_count())
     return 0
 
 

@@ -7,7 +7,6 @@ RealESRGAN-degraded inputs (photos shipped with scikit-image; the tiny recipe ne
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from strsr.bench.report import write_json
 from strsr.degradation import RealESRGANDegradation
 from strsr.pipeline import SuperResolver
 
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%-8s %-11s %-11s %7s %7s", "image", "input", "method", "PSNR", "SSIM")
     for r in rows:
         log.info("%-8s %-11s %-11s %7.2f %7.4f", r["image"], r["input"], r["method"], r["psnr"], r["ssim"])
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from strsr.bench.report import write_json
 from strsr.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
@@ -48,13 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         times = time_upscale(resolver, size, args.repeats)
         records.append({"preset": args.preset, "lr": size, "out": 4 * size, "tile": args.tile,
                         "median_s": statistics.median(times), "min_s": min(times), "runs": len(times)})  # fmt: skip
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or "unknown"}
     log.info("%-8s %10s %10s %10s", "preset", "LR->out", "median s", "min s")
     for r in records:
         log.info("%-8s %10s %10.3f %10.3f", r["preset"], f"{r['lr']}->{r['out']}", r["median_s"], r["min_s"])
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"env": env, "results": records}, indent=2))
+    write_json(args.json, records)
     return 0
 
 
