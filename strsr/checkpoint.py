@@ -41,6 +41,7 @@ def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would carry over to the published file
         save_file(tensors, tmp, metadata=_describe(model))
         os.replace(tmp, path)
     except BaseException:

@@ -36,6 +36,7 @@ def export_weights(source: Path, output: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o644)
         shutil.copyfile(weights, tmp)
         os.replace(tmp, output)
     except BaseException:
