@@ -9,7 +9,7 @@ import torch
 from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
 from strsr.checkpoint import load_generator, read_metadata
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
-from strsr.lora import add_lora
+from strsr.lora import add_lora, base_transformer
 from strsr.model import StrSRGenerator
 from strsr.presets import Preset, get_preset
 
@@ -28,6 +28,7 @@ def build_generator(
     seed: int = 0,
     text_encoder=None,
     tokenizer=None,
+    attention_backend: str = "sdpa",
 ) -> StrSRGenerator:
     """The generator for `preset`, in eval mode.
 
@@ -35,6 +36,8 @@ def build_generator(
     tiny presets, seeded by `seed`). `lora_rank` None uses the checkpoint's rank, else the preset's; 0 trains the
     whole transformer.
     `conditioning="text"` encodes `prompt` once with the base text encoder (from `pretrained`, or passed in).
+    `attention_backend`: "sdpa" (diffusers' processors) or "triton" / "triton-fused" (strsr's kernels, the latter
+    with RMSNorm and RoPE fused into the kernel); the Triton ones are wired for FLUX.2 presets.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if conditioning not in CONDITIONING_MODES:
@@ -71,6 +74,12 @@ def build_generator(
             text_encoder, tokenizer = load_text_encoder(pretrained, dtype=dtype, device=device)
         cond_module = prompt_conditioning(preset, text_encoder, tokenizer, prompt).to(device)
 
+    if attention_backend != "sdpa":
+        from strsr.attention_processors import set_attention_backend
+
+        fused = attention_backend == "triton-fused"
+        backend = "triton" if fused else attention_backend
+        set_attention_backend(base_transformer(transformer), backend, fused_prologue=fused)
     model = StrSRGenerator(preset, transformer, vae, cond_module).eval()
     if checkpoint is not None:
         load_generator(model, checkpoint)

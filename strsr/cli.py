@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024)")
     p.add_argument("--overlap", type=int, default=64, help="overlap between output tiles in pixels (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    p.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"),
+                   help="attention kernels: PyTorch SDPA, or strsr's Triton kernels (FLUX.2 presets, GPU)")  # fmt: skip
     p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         resolver = SuperResolver.from_preset(
             args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint, random_weights=args.random_weights,
             conditioning=args.conditioning, prompt=args.prompt, device=_device_for_rank(args.device),
-            dtype=args.dtype, tile=args.tile, overlap=args.overlap, seed=args.seed,
+            dtype=args.dtype, tile=args.tile, overlap=args.overlap, seed=args.seed, attention_backend=args.attention,
         )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)

@@ -137,6 +137,7 @@ class SuperResolver:
         tile: int = 1024,
         overlap: int = 64,
         seed: int = 0,
+        attention_backend: str = "sdpa",
     ) -> SuperResolver:
         device = resolve_device(device)
         if checkpoint is None and pretrained is None and not random_weights:
@@ -144,6 +145,7 @@ class SuperResolver:
         model = build_generator(
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
+            attention_backend=attention_backend,
         )  # fmt: skip
         random = checkpoint is None and pretrained is None
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)

@@ -6,12 +6,21 @@ Exposed as fixtures: with --import-mode=importlib test modules cannot import eac
 from __future__ import annotations
 
 import dataclasses
+import os
 
-import pytest
-import torch
-from diffusers import AutoencoderKL, AutoencoderKLFlux2
+# Kernel tests run on CPU under Triton's interpreter. Triton reads TRITON_INTERPRET when triton.language is first
+# imported (some libraries import it early), so it is set here, before anything else. Every other test keeps the
+# plain-PyTorch kernels: "auto" would otherwise pick the slow interpreter. A GPU run (bench/gpu-check) sets
+# STRSR_TEST_ON_GPU=1 to compile the kernels for real.
+if os.environ.get("STRSR_TEST_ON_GPU") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("STRSR_KERNEL_BACKEND", "reference")
 
-from strsr.presets import TINY, TINY_ZIMAGE, LatentSpec, Preset
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderKLFlux2  # noqa: E402
+
+from strsr.presets import TINY, TINY_ZIMAGE, LatentSpec, Preset  # noqa: E402
 
 TINY_VAE_CONFIG = dict(
     block_out_channels=(32, 32),
@@ -86,3 +95,16 @@ def zimage_kl_preset():
 @pytest.fixture
 def randomise_lora():
     return _randomise_lora
+
+
+@pytest.fixture
+def kernel_device():
+    """Where Triton kernel tests run: the CPU interpreter, or a real GPU when STRSR_TEST_ON_GPU=1."""
+    pytest.importorskip("triton")
+    if os.environ.get("STRSR_TEST_ON_GPU") == "1":
+        if not torch.cuda.is_available():
+            pytest.skip("STRSR_TEST_ON_GPU=1 but no CUDA device")
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1 set before triton is imported")
+    return torch.device("cpu")

@@ -33,6 +33,7 @@ def build_components(config: TrainConfig, device: torch.device) -> Components:
         model_cfg.preset, pretrained=model_cfg.pretrained, checkpoint=model_cfg.init_checkpoint,
         conditioning=model_cfg.conditioning, prompt=model_cfg.prompt, lora_rank=model_cfg.lora_rank,
         device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, seed=config.run.seed,
+        attention_backend=model_cfg.attention_backend,
     )  # fmt: skip
     if model_cfg.gradient_checkpointing:
         generator.diffusers_transformer.enable_gradient_checkpointing()

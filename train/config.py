@@ -28,6 +28,7 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     init_checkpoint: str | None = None  # strsr generator weights to start from
     zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
+    attention_backend: str = "sdpa"  # "sdpa", "triton", "triton-fused" (RMSNorm + RoPE inside the kernel)
 
 
 @dataclass
@@ -212,6 +213,7 @@ def validate(config: TrainConfig) -> None:
         "degradation.kind": (config.degradation.kind, ("realesrgan", "bicubic")),
         "run.mixed_precision": (config.run.mixed_precision, ("auto", "bf16", "no")),
         "loss.r1_noise": (config.loss.r1_noise, ("uniform", "gaussian")),
+        "model.attention_backend": (config.model.attention_backend, ("sdpa", "triton", "triton-fused")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

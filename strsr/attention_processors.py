@@ -1,0 +1,109 @@
+"""FLUX.2 attention processors that run strsr's attention kernels, installed through diffusers'
+`set_attn_processor` (the public processor mechanism; diffusers' backend registry is a closed enum).
+
+`set_attention_backend(transformer, "sdpa" | "triton", fused_prologue=False)`:
+- "sdpa" restores diffusers' own processors (PyTorch SDPA);
+- "triton" runs `strsr.kernels.attention` (FlashAttention-2 in Triton); with `fused_prologue` the per-head RMSNorm
+  of q/k and the rotary embedding happen inside the kernel (`attention_rmsnorm_rope`).
+Both compute the same function as diffusers' Flux2AttnProcessor / Flux2ParallelSelfAttnProcessor (tested).
+Z-Image is not covered yet: its attention carries padding masks the kernel does not take.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux2 import (
+    Flux2AttnProcessor,
+    Flux2ParallelSelfAttnProcessor,
+    Flux2Transformer2DModel,
+    _get_qkv_projections,
+)
+
+from strsr.kernels.attention import attention, attention_rmsnorm_rope
+
+ATTENTION_BACKENDS = ("sdpa", "triton")
+
+
+def _heads_first(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2)  # (B, S, H, D) <-> (B, H, S, D)
+
+
+def _attend(query, key, value, norms, rotary, fused: bool, split: int, backend: str | None) -> torch.Tensor:
+    """Attention over (B, S, H, D) projections, before per-head norm and RoPE; returns (B, S, H*D).
+
+    norms: ((q_text, k_text), (q_image, k_image)) RMSNorm modules for tokens [0, split) and [split, S).
+    """
+    (q_txt, k_txt), (q_img, k_img) = norms
+    if fused:
+        cos, sin = rotary
+        q_w = torch.stack([q_txt.weight, q_img.weight])
+        k_w = torch.stack([k_txt.weight, k_img.weight])
+        out = attention_rmsnorm_rope(_heads_first(query), _heads_first(key), _heads_first(value), q_w, k_w,
+                                     cos, sin, split, q_img.eps or 1e-6, backend=backend)  # fmt: skip
+    else:
+        query = torch.cat([q_txt(query[:, :split]), q_img(query[:, split:])], dim=1)
+        key = torch.cat([k_txt(key[:, :split]), k_img(key[:, split:])], dim=1)
+        query = apply_rotary_emb(query, rotary, sequence_dim=1)
+        key = apply_rotary_emb(key, rotary, sequence_dim=1)
+        out = attention(_heads_first(query), _heads_first(key), _heads_first(value), backend=backend)
+    return _heads_first(out).flatten(2, 3)
+
+
+class KernelFlux2AttnProcessor:
+    """Double-stream blocks: text and image tokens attend jointly (text first)."""
+
+    def __init__(self, fused_prologue: bool = False, backend: str | None = "triton"):
+        self.fused_prologue, self.backend = fused_prologue, backend
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        if attention_mask is not None:
+            raise ValueError("the strsr attention kernel takes no attention mask")
+        q, k, v, eq, ek, ev = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in (q, k, v))
+        split = 0
+        if encoder_hidden_states is not None:
+            eq, ek, ev = (t.unflatten(-1, (-1, attn.head_dim)) for t in (eq, ek, ev))
+            split = eq.shape[1]
+            q, k, v = torch.cat([eq, q], dim=1), torch.cat([ek, k], dim=1), torch.cat([ev, v], dim=1)
+            norms = ((attn.norm_added_q, attn.norm_added_k), (attn.norm_q, attn.norm_k))
+        else:
+            norms = ((attn.norm_q, attn.norm_k), (attn.norm_q, attn.norm_k))
+        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, split, self.backend).to(q.dtype)
+        if encoder_hidden_states is None:
+            return attn.to_out[1](attn.to_out[0](out))
+        text, image = out.split_with_sizes([split, out.shape[1] - split], dim=1)
+        return attn.to_out[1](attn.to_out[0](image)), attn.to_add_out(text)
+
+
+class KernelFlux2ParallelSelfAttnProcessor:
+    """Single-stream blocks: one fused QKV + MLP-in projection, attention in parallel with the MLP."""
+
+    def __init__(self, fused_prologue: bool = False, backend: str | None = "triton"):
+        self.fused_prologue, self.backend = fused_prologue, backend
+
+    def __call__(self, attn, hidden_states, attention_mask=None, image_rotary_emb=None):
+        if attention_mask is not None:
+            raise ValueError("the strsr attention kernel takes no attention mask")
+        projected = attn.to_qkv_mlp_proj(hidden_states)
+        qkv_width = 3 * attn.inner_dim
+        qkv, mlp = projected.split([qkv_width, projected.shape[-1] - qkv_width], dim=-1)
+        q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in qkv.chunk(3, dim=-1))
+        norms = ((attn.norm_q, attn.norm_k), (attn.norm_q, attn.norm_k))
+        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, 0, self.backend).to(q.dtype)
+        return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
+
+
+def set_attention_backend(transformer: torch.nn.Module, backend: str, *, fused_prologue: bool = False) -> None:
+    """Route a FLUX.2 transformer's attention through diffusers' SDPA ("sdpa") or strsr's kernels ("triton")."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if not isinstance(transformer, Flux2Transformer2DModel):
+        raise ValueError(f"attention backends are wired for FLUX.2 transformers, not {type(transformer).__name__}")
+    for block in transformer.transformer_blocks:
+        block.attn.set_processor(
+            Flux2AttnProcessor() if backend == "sdpa" else KernelFlux2AttnProcessor(fused_prologue)
+        )
+    for block in transformer.single_transformer_blocks:
+        single = Flux2ParallelSelfAttnProcessor() if backend == "sdpa" else None
+        block.attn.set_processor(single or KernelFlux2ParallelSelfAttnProcessor(fused_prologue))

@@ -1,0 +1,135 @@
+"""The Triton attention kernels (under TRITON_INTERPRET=1 on CPU) against the references, and in the FLUX.2 DiT.
+
+Tolerance rule (flash-attention's): the kernel's error against an fp64 reference may be at most twice PyTorch's own
+error at the same precision, plus a small atol.
+"""
+
+import pytest
+import torch
+
+from strsr.kernels.attention import (
+    attention,
+    attention_ref,
+    attention_rmsnorm_rope,
+    attention_rmsnorm_rope_ref,
+)
+from strsr.kernels.dispatch import KernelBackendError, resolve_backend, use_backend
+
+pytestmark = pytest.mark.triton
+
+
+def _inputs(shape, dtype, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen).to(device, dtype).requires_grad_() for _ in range(3)]
+
+
+def _rope(n, d, seed=1):
+    angles = torch.randn(n, d // 2, generator=torch.Generator().manual_seed(seed)).repeat_interleave(2, -1)
+    return angles.cos(), angles.sin()
+
+
+def _errors(fn, ref_fn, args, grad_out):
+    """Max abs error of fn's output and input gradients against ref_fn in float64."""
+    out = fn(*args)
+    grads = torch.autograd.grad(out, [a for a in args if a.requires_grad], grad_out.to(out.dtype))
+    exact_args = [a.detach().double().requires_grad_(a.requires_grad) for a in args]
+    exact = ref_fn(*exact_args)
+    exact_grads = torch.autograd.grad(exact, [a for a in exact_args if a.requires_grad], grad_out.double())
+    return [(out.double() - exact).abs().max().item()] + [
+        (g.double() - e).abs().max().item() for g, e in zip(grads, exact_grads)
+    ]
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 16, 16), (2, 1, 37, 32), (1, 1, 31, 64), (1, 1, 13, 128)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_attention_forward_and_gradients(kernel_device, shape, dtype):
+    if dtype == torch.bfloat16 and kernel_device.type == "cpu":
+        pytest.skip("Triton's CPU interpreter miscomputes bf16 dots (numpy has no bfloat16); the GPU check runs bf16")
+    q, k, v = _inputs(shape, dtype, kernel_device)
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(9)).to(kernel_device)
+    kernel = _errors(lambda *a: attention(*a, backend="triton"), attention_ref, (q, k, v), grad_out)
+    torch_err = _errors(lambda *a: attention(*a, backend="reference"), attention_ref, (q, k, v), grad_out)
+    atol = 1e-5 if dtype == torch.float32 else 1e-3
+    for name, got, base in zip(("out", "dq", "dk", "dv"), kernel, torch_err):
+        assert got <= 2 * base + atol, (name, got, base)
+
+
+@pytest.mark.parametrize("shape,split", [((1, 2, 19, 16), 5), ((2, 1, 23, 32), 0)])
+def test_fused_norm_rope_prologue(kernel_device, shape, split):
+    q, k, v = _inputs(shape, torch.float32, kernel_device)
+    n, d = shape[2], shape[3]
+    gen = torch.Generator().manual_seed(3)
+    q_w = (1 + 0.1 * torch.randn(2, d, generator=gen)).to(kernel_device).requires_grad_()
+    k_w = (1 + 0.1 * torch.randn(2, d, generator=gen)).to(kernel_device).requires_grad_()
+    cos, sin = (t.to(kernel_device) for t in _rope(n, d))
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(4)).to(kernel_device)
+
+    def kernel(q, k, v, qw, kw):
+        return attention_rmsnorm_rope(q, k, v, qw, kw, cos, sin, split, backend="triton")
+
+    def reference(q, k, v, qw, kw):
+        return attention_rmsnorm_rope_ref(q, k, v, qw, kw, split, cos.to(q.dtype), sin.to(q.dtype))
+
+    def torch_path(q, k, v, qw, kw):
+        return attention_rmsnorm_rope(q, k, v, qw, kw, cos, sin, split, backend="reference")
+
+    got = _errors(kernel, reference, (q, k, v, q_w, k_w), grad_out)
+    base = _errors(torch_path, reference, (q, k, v, q_w, k_w), grad_out)
+    for name, g, b in zip(("out", "dq", "dk", "dv", "dqw", "dkw"), got, base):
+        assert g <= 2 * b + 1e-5, (name, g, b)
+
+
+def test_flux2_dit_with_kernel_attention_equals_sdpa(kernel_device):
+    from strsr.attention_processors import set_attention_backend
+    from strsr.build import build_generator
+
+    model = build_generator("tiny", seed=0, lora_rank=0, device=kernel_device, attention_backend="triton-fused")
+    transformer = model.diffusers_transformer
+    assert type(transformer.transformer_blocks[0].attn.processor).__name__ == "KernelFlux2AttnProcessor"
+    state = torch.randn(1, 192, 4, 5, generator=torch.Generator().manual_seed(0)).to(kernel_device)
+    condition = model.conditioning(1)
+    with torch.no_grad():
+        condition.tokens.normal_()
+    outputs, grads = {}, {}
+    for name, backend, fused in (("sdpa", "sdpa", False), ("triton", "triton", False), ("fused", "triton", True)):
+        set_attention_backend(transformer, backend, fused_prologue=fused)
+        transformer.zero_grad()
+        v = model.velocity(state, condition)
+        v.square().mean().backward()
+        outputs[name] = v.detach()
+        grads[name] = transformer.transformer_blocks[0].attn.to_q.weight.grad.clone()
+    for name in ("triton", "fused"):
+        torch.testing.assert_close(outputs[name], outputs["sdpa"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grads[name], grads["sdpa"], rtol=1e-3, atol=1e-6)
+
+
+def test_dispatch_rules(monkeypatch):
+    cpu = torch.zeros(1)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("STRSR_KERNEL_BACKEND", raising=False)
+    assert resolve_backend(None, cpu) == "reference"
+    with pytest.raises(KernelBackendError, match="needs a CUDA device"):
+        resolve_backend("triton", cpu)
+    monkeypatch.setenv("STRSR_KERNEL_BACKEND", "reference")
+    with use_backend("auto"):
+        assert resolve_backend(None, cpu) == "reference"  # no interpreter: auto means reference here
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert resolve_backend(None, cpu) == "triton"
+        assert resolve_backend("reference", cpu) == "reference"  # the argument wins over the context
+    assert resolve_backend(None, cpu) == "reference"  # back to the environment variable
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        resolve_backend("cuda", cpu)
+
+
+def test_import_needs_no_triton():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['triton'] = None; import strsr, strsr.kernels.attention, strsr.kernels.dispatch"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_kernel_rejects_unsupported_shapes(kernel_device):
+    q, k, v = _inputs((1, 1, 8, 24), torch.float32, kernel_device)
+    with pytest.raises(ValueError, match="head dim 24"):
+        attention(q, k, v, backend="triton")
