@@ -67,12 +67,11 @@ def build_transformer(
         return cls(**preset.transformer_config)
 
 
-def build_autoencoder(preset: Preset, *, config: dict | None = None, device="cpu", dtype=torch.float32) -> Autoencoder:
-    """A random-weight autoencoder of the preset's kind from `config` (default: the preset's)."""
+def build_autoencoder(preset: Preset, *, device="cpu", dtype=torch.float32) -> Autoencoder:
+    """A random-weight autoencoder of the preset's kind and config."""
     cls = AUTOENCODER_CLASSES[preset.latents.autoencoder]
-    config = dict(config if config is not None else preset.vae_config)
     with torch.device(device), _default_dtype(dtype):
-        return cls(**config)
+        return cls(**preset.vae_config)
 
 
 def _require(path: Path, what: str) -> None:

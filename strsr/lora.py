@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
@@ -61,7 +60,3 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def base_transformer(model: nn.Module) -> nn.Module:
     """The diffusers transformer inside a peft wrapper (or the model itself)."""
     return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def transformer_dtype(model: nn.Module) -> torch.dtype:
-    return base_transformer(model).dtype
