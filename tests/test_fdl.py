@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from skimage import data
 
+from strsr.kernels.dispatch import KernelBackendError
 from strsr.losses import fdl
 from strsr.losses.fdl import (
     AmplitudePhaseFunction,
@@ -265,14 +266,17 @@ def test_input_range_mapping():
         FrequencyDistributionLoss(num_proj=8, input_range="[0,255]")
 
 
-def test_backends():
+def test_backends(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # CPU tensors: "auto" is the reference, "triton" cannot run
+    monkeypatch.delenv("STRSR_KERNEL_BACKEND", raising=False)
     loss = FrequencyDistributionLoss(num_proj=8, backend="reference")
     x, y = _images(1, 80, 11), _images(1, 80, 12)
     assert loss(x, y).item() == FrequencyDistributionLoss(num_proj=8, backend="auto")(x, y).item()
-    with pytest.raises(NotImplementedError, match="Triton FDL kernel is not available yet; use backend='reference'"):
-        FrequencyDistributionLoss(num_proj=8, backend="triton")
+    triton_loss = FrequencyDistributionLoss(num_proj=8, backend="triton")  # the device is only known per call
+    with pytest.raises(KernelBackendError, match="backend 'triton' requested"):
+        triton_loss(x, y)
     spec = torch.fft.fftn(torch.rand(1, 64, 8, 8), dim=(-2, -1))
-    with pytest.raises(NotImplementedError, match="backend='reference'"):
+    with pytest.raises(KernelBackendError, match="backend 'triton' requested"):
         _sliced_wasserstein(spec, spec, loss.projections[0], backend="triton")
     with pytest.raises(ValueError, match="unknown FDL backend"):
         FrequencyDistributionLoss(num_proj=8, backend="cuda")

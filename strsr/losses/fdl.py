@@ -30,8 +30,9 @@ Limits: inputs must be at least 16 * patch_size pixels per side (80x80 by defaul
 1/16 resolution and the projection needs patch_size x patch_size positions there. Cost is dominated by the
 num_proj projections of the 64-channel relu1_2 spectra at full resolution; `bench/fdl_cpu.py` measures it.
 
-`spectral_sliced_wasserstein_ref` is the per-layer reference (and CPU/export path) for a future fused Triton kernel;
-`_sliced_wasserstein` dispatches on `backend` and rejects "triton" until that kernel exists.
+The per-layer score lives in `strsr.kernels.spectral_sw`: `spectral_sliced_wasserstein_ref` (plain PyTorch, the
+CPU/export path) beside the fused Triton kernel; `_sliced_wasserstein` sends each layer to its public op, which
+follows `strsr.kernels.dispatch` (backend argument, `use_backend()`, STRSR_KERNEL_BACKEND; "auto" = Triton on CUDA).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from strsr.kernels.dispatch import BACKENDS
+from strsr.kernels.spectral_sw import (  # noqa: F401  (re-exported: the FDL's public per-layer pieces)
+    AmplitudePhaseFunction,
+    spectral_sliced_wasserstein,
+    spectral_sliced_wasserstein_ref,
+)
 
 log = logging.getLogger("strsr")
 
@@ -55,7 +62,6 @@ STAGE_CHANNELS = (64, 128, 256, 512, 512)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_RANGES = ("[-1,1]", "raw")
-_TRITON_MISSING = "the fused Triton FDL kernel is not available yet; use backend='reference'"
 
 
 def _vgg19_convs() -> list[tuple[int, int, int]]:
@@ -145,77 +151,10 @@ def draw_projections(
     return out
 
 
-class AmplitudePhaseFunction(torch.autograd.Function):
-    """(|z|, angle z) of a complex tensor, with a gradient that stays finite near z = 0.
-
-    torch's own backward is grad * z / |z| for abs and grad * i z / |z|^2 for angle, zero only at z == 0 exactly.
-    For tiny non-zero z the complex division underflows: angle's gradient is NaN below |z| ~ 1e-19 (complex64;
-    ~1e-154 for complex128) and abs's for subnormal |z|. FFTs of ReLU features can produce such bins (cancelling
-    sums, near-zero channels), and one NaN poisons a training step. This backward evaluates the same formulas in
-    real arithmetic: abs -> g (re, im) / |z| wherever |z| > 0; angle -> g (-im, re) / |z|^2 wherever |z|^2 is a
-    normal float (|z| > sqrt(finfo.tiny)), else 0 — the phase of a bin that small is rounding noise, and 0 is also
-    torch's value at z == 0. Elsewhere it equals torch's gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(z)
-        return z.abs(), z.angle()
-
-    @staticmethod
-    def backward(ctx, grad_amp: torch.Tensor | None, grad_phase: torch.Tensor | None) -> torch.Tensor:
-        (z,) = ctx.saved_tensors
-        r = z.abs()
-        safe_r = torch.where(r > 0, r, 1.0)
-        # (cos, sin) of the phase by direct division: bounded by 1 even for subnormal z, where 1 / r is inf.
-        unit_re, unit_im = z.real / safe_r, z.imag / safe_r
-        grad_re, grad_im = torch.zeros_like(r), torch.zeros_like(r)
-        if grad_amp is not None:
-            grad_re, grad_im = grad_re + grad_amp * unit_re, grad_im + grad_amp * unit_im
-        if grad_phase is not None:
-            scale = torch.where(r > torch.finfo(r.dtype).tiny ** 0.5, grad_phase / safe_r, 0.0)  # g / |z|
-            grad_re, grad_im = grad_re - scale * unit_im, grad_im + scale * unit_re
-        return torch.complex(grad_re, grad_im)
-
-
-def _sorted_projection_distance(a: torch.Tensor, b: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
-    """Mean over projections and positions of |sort(proj * a) - sort(proj * b)|; (N, C, H, W) x2 -> (N,)."""
-    pa = torch.sort(F.conv2d(a, proj).flatten(2), dim=-1).values  # (N, P, L)
-    pb = torch.sort(F.conv2d(b, proj).flatten(2), dim=-1).values
-    return (pa - pb).abs().mean(dim=(1, 2))
-
-
-def spectral_sliced_wasserstein_ref(
-    spec_x: torch.Tensor, spec_y: torch.Tensor, projections: torch.Tensor, phase_weight: float = 1.0
-) -> torch.Tensor:
-    """FDL score of one layer: SW(|X|, |Y|) + phase_weight * SW(angle X, angle Y), per sample.
-
-    spec_x, spec_y: complex tensors (B, C, H, W), complex64 or complex128, as `torch.fft.fftn(feat, dim=(-2, -1))`
-        returns them (complex, not `view_as_real`: a fused kernel can take `torch.view_as_real` of these itself).
-    projections: real (P, C, p, p) of the spectra's real dtype, each filter of unit L2 norm; H, W >= p.
-    Returns (B,) in the real dtype. Differentiable in both spectra; pass a spec_y without grad for a target.
-    """
-    if not (spec_x.is_complex() and spec_y.is_complex()):
-        raise TypeError("spec_x and spec_y must be complex spectra (torch.fft.fftn outputs)")
-    if spec_x.shape != spec_y.shape or spec_x.dim() != 4:
-        raise ValueError(
-            f"spectra must share one (B, C, H, W) shape, got {tuple(spec_x.shape)} and {tuple(spec_y.shape)}"
-        )
-    if projections.dim() != 4 or projections.shape[1] != spec_x.shape[1]:
-        raise ValueError(f"projections {tuple(projections.shape)} do not fit {spec_x.shape[1]} channels")
-    b = spec_x.shape[0]
-    amp_x, phase_x = AmplitudePhaseFunction.apply(spec_x)
-    amp_y, phase_y = AmplitudePhaseFunction.apply(spec_y)
-    # Amplitude and phase share the projections: one conv over a doubled batch.
-    dist = _sorted_projection_distance(torch.cat([amp_x, phase_x]), torch.cat([amp_y, phase_y]), projections)  # (2B,)
-    return dist[:b] + phase_weight * dist[b:]
-
-
-def _resolve_backend(backend: str | None) -> str:
-    if backend in (None, "auto", "reference"):
-        return "reference"  # "auto" would pick Triton on CUDA once the kernel exists
-    if backend == "triton":
-        raise NotImplementedError(_TRITON_MISSING)
+def _resolve_backend(backend: str | None) -> str | None:
+    """Validate a backend name; which one runs is decided per call, on the spectra's device."""
+    if backend is None or backend in BACKENDS:
+        return backend
     raise ValueError(f"unknown FDL backend {backend!r}; expected None, 'auto', 'reference' or 'triton'")
 
 
@@ -226,9 +165,8 @@ def _sliced_wasserstein(
     phase_weight: float = 1.0,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Dispatch one layer's spectral SW to `backend` (None/"auto"/"reference" -> the reference); (B,)."""
-    _resolve_backend(backend)
-    return spectral_sliced_wasserstein_ref(spec_x, spec_y, projections, phase_weight)
+    """One layer's spectral SW on `backend` (None: the dispatch defaults; "auto": Triton on CUDA); (B,)."""
+    return spectral_sliced_wasserstein(spec_x, spec_y, projections, phase_weight, backend=_resolve_backend(backend))
 
 
 class FrequencyDistributionLoss(nn.Module):
@@ -245,7 +183,8 @@ class FrequencyDistributionLoss(nn.Module):
         seed: seeds the projections (and, without vgg_weights, the random VGG weights after them).
         vgg_weights: torchvision VGG19 state-dict file (full or `features.*` only); None = random weights.
         input_range: "[-1,1]" maps x -> (x + 1) / 2 before the ImageNet normalisation; "raw" normalises x as is.
-        backend: None, "auto" or "reference" (plain PyTorch); "triton" is not available yet.
+        backend: None (the `strsr.kernels.dispatch` defaults), "auto" (Triton on CUDA), "reference" (plain PyTorch)
+            or "triton" (the fused kernel; a KernelBackendError where it cannot run).
     """
 
     def __init__(
