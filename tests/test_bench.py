@@ -24,6 +24,15 @@ def test_attention_benchmark_needs_a_gpu_and_says_so(caplog):
     assert "needs a CUDA GPU" in caplog.text
 
 
+def test_bench_kernels_command_runs_without_a_gpu(tmp_path, caplog):
+    from strsr.bench.cli import main
+
+    with caplog.at_level(logging.INFO, logger="strsr.bench"):
+        assert main(["kernels", "--out", str(tmp_path)]) == 0
+    if not torch.cuda.is_available():
+        assert "attention benchmark skipped" in caplog.text and "FDL kernel benchmark skipped" in caplog.text
+
+
 def test_attention_flop_count():
     # 4 B H N^2 D forward: at B=1, H=24, N=4608, D=128 that is 0.261 TFLOP; backward adds 2.5x
     assert attention_flops(1, 24, 4608, 128, backward=False) == 4 * 24 * 4608**2 * 128
