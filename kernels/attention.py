@@ -36,11 +36,16 @@ _HEAD_DIMS = (16, 32, 64, 128)
 # ----------------------------------------------------------------------------- references
 
 
-def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v, (B, H, N, D) -> (B, H, N, D); fp32 math, result in q's dtype."""
+def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None):
+    """softmax(q k^T / sqrt(D)) v, (B, H, N, D) -> (B, H, N, D); fp32 math, result in q's dtype.
+
+    key_mask: (B, N) bool, False for keys no query may attend to."""
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("bhnd,bhmd->bhnm", q.float(), k.float()) * scale
-    return torch.einsum("bhnm,bhmd->bhnd", scores.softmax(-1), v.float()).to(q.dtype)
+    compute = torch.promote_types(q.dtype, torch.float32)  # fp32 math, or fp64 when given fp64
+    scores = torch.einsum("bhnd,bhmd->bhnm", q.to(compute), k.to(compute)) * scale
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
+    return torch.einsum("bhnm,bhmd->bhnd", scores.softmax(-1), v.to(compute)).to(q.dtype)
 
 
 def rmsnorm_rope_ref(
@@ -51,13 +56,14 @@ def rmsnorm_rope_ref(
     weights: (2, D): row 0 for tokens [0, split) (text), row 1 for [split, N) (image).
     cos, sin: (N, D), each frequency repeated for its pair; pair (2i, 2i+1) rotates as a complex number.
     """
-    xf = x.float()
+    compute = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(compute)
     normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     token_weight = torch.cat([weights[0].expand(split, -1), weights[1].expand(x.shape[2] - split, -1)])
-    normed = normed * token_weight.float()
+    normed = normed * token_weight.to(compute)
     pairs = normed.unflatten(-1, (-1, 2))
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return (normed * cos.float() + rotated * sin.float()).to(x.dtype)
+    return (normed * cos.to(compute) + rotated * sin.to(compute)).to(x.dtype)
 
 
 def attention_rmsnorm_rope_ref(q, k, v, q_weights, k_weights, split, cos, sin, eps=1e-6):
@@ -71,7 +77,7 @@ def attention_rmsnorm_rope_ref(q, k, v, q_weights, k_weights, split, cos, sin, e
 @functools.cache
 def _kernels():
     # Triton resolves a kernel's callees through the module's globals, not through closures.
-    global _load_qk_block
+    global _load_qk_block, _valid_keys
     import triton
     import triton.language as tl
 
@@ -97,14 +103,22 @@ def _kernels():
         return x
 
     @triton.jit
+    def _valid_keys(mask_ptr, b, cols, N, HAS_MASK: tl.constexpr):
+        """Keys inside the sequence and, with a key-padding mask (B, N), not padding."""
+        valid = cols < N
+        if HAS_MASK:
+            valid = valid & (tl.load(mask_ptr + b * N + cols, mask=valid, other=0) != 0)
+        return valid
+
+    @triton.jit
     def attention_fwd_kernel(
         q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on,
-        qw_ptr, kw_ptr, cos_ptr, sin_ptr, split, eps,
+        qw_ptr, kw_ptr, cos_ptr, sin_ptr, split, eps, mask_ptr,
         H, N, scale,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PROLOGUE: tl.constexpr,
-        DOT_PRECISION: tl.constexpr,
+        HAS_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ):  # fmt: skip
         tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
         start_m = tl.program_id(0)
@@ -128,7 +142,7 @@ def _kernels():
             k = _load_qk_block(k_base, stride_kn, cols, offs_d, N, kw_ptr, split, cos_ptr, sin_ptr, eps,
                                HEAD_DIM, PROLOGUE).to(v_ptr.dtype.element_ty)  # fmt: skip
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-            s = tl.where(cols[None, :] < N, s, float("-inf"))
+            s = tl.where(_valid_keys(mask_ptr, b, cols, N, HAS_MASK)[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             p = tl.math.exp2(s - m_new[:, None])
             alpha = tl.math.exp2(m_i - m_new)
@@ -145,9 +159,10 @@ def _kernels():
 
     @triton.jit
     def attention_bwd_dkdv_kernel(
-        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, mask_ptr,
         stride_b, stride_h, stride_n, H, N, scale,
-        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
     ):  # fmt: skip
         """One key block: dV = sum_q P^T dO, dK = scale * sum_q dS^T Q with dS = P * (dO V^T - delta)."""
         start_n = tl.program_id(0)
@@ -157,6 +172,7 @@ def _kernels():
         offs_m = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
         col_ok = offs_n[:, None] < N
+        key_ok = _valid_keys(mask_ptr, bh // H, offs_n, N, HAS_MASK)
         k = tl.load(k_ptr + base + offs_n[:, None] * stride_n + offs_d[None, :], mask=col_ok, other=0.0)
         v = tl.load(v_ptr + base + offs_n[:, None] * stride_n + offs_d[None, :], mask=col_ok, other=0.0)
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
@@ -170,7 +186,7 @@ def _kernels():
             delta = tl.load(delta_ptr + bh * N + rows, mask=row_ok, other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale  # (M, N)
             p = tl.exp(s - lse[:, None])
-            p = tl.where(offs_n[None, :] < N, p, 0.0)
+            p = tl.where(key_ok[None, :], p, 0.0)
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
             dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
             ds = p * (dp - delta[:, None])
@@ -182,9 +198,10 @@ def _kernels():
 
     @triton.jit
     def attention_bwd_dq_kernel(
-        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, mask_ptr,
         stride_b, stride_h, stride_n, H, N, scale,
-        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
     ):  # fmt: skip
         """One query block: dQ = scale * sum_k dS K."""
         start_m = tl.program_id(0)
@@ -206,7 +223,7 @@ def _kernels():
             v = tl.load(v_ptr + base + cols[:, None] * stride_n + offs_d[None, :], mask=col_ok, other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
             p = tl.exp(s - lse[:, None])
-            p = tl.where(cols[None, :] < N, p, 0.0)
+            p = tl.where(_valid_keys(mask_ptr, bh // H, cols, N, HAS_MASK)[None, :], p, 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
@@ -241,8 +258,9 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError("q, k, v must be on one device")
 
 
-def _forward(q, k, v, prologue=None):
-    """Launch the forward kernel; returns (o, lse). `prologue` = (q_weights, k_weights, split, cos, sin, eps)."""
+def _forward(q, k, v, prologue=None, key_mask=None):
+    """Launch the forward kernel; returns (o, lse). `prologue` = (q_weights, k_weights, split, cos, sin, eps);
+    `key_mask`: (B, N) bool, False for padding keys."""
     fwd, _, _ = _kernels()
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     batch, heads, n, d = q.shape
@@ -255,30 +273,36 @@ def _forward(q, k, v, prologue=None):
     else:
         qw, kw, split, cos, sin, eps = prologue
         qw, kw, cos, sin = (t.contiguous().float() for t in (qw, kw, cos, sin))
+    mask = _mask_arg(key_mask, q)
     grid = (triton_cdiv(n, block_m), batch * heads)
     fwd[grid](
         q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-        qw, kw, cos, sin, split, eps, heads, n, 1.0 / math.sqrt(d),
+        qw, kw, cos, sin, split, eps, mask, heads, n, 1.0 / math.sqrt(d),
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, PROLOGUE=prologue is not None,
-        DOT_PRECISION=_dot_precision(q.dtype),
+        HAS_MASK=key_mask is not None, DOT_PRECISION=_dot_precision(q.dtype),
     )  # fmt: skip
     return o, lse
 
 
-def _backward(q, k, v, o, lse, grad_out):
+def _mask_arg(key_mask, like):
+    return like if key_mask is None else key_mask.to(torch.int8).contiguous()  # `like` is never read
+
+
+def _backward(q, k, v, o, lse, grad_out, key_mask=None):
     _, dkdv, dq_kernel = _kernels()
     grad_out = grad_out.contiguous()
     batch, heads, n, d = q.shape
     delta = (grad_out.float() * o.float()).sum(-1).reshape(batch * heads, n)  # rowsum(dO * O)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     block_m, block_n = _blocks(d)
-    common = dict(HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=_dot_precision(q.dtype))
-    strides = q.stride()[:3]
+    common = dict(HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, HAS_MASK=key_mask is not None,
+                  DOT_PRECISION=_dot_precision(q.dtype))  # fmt: skip
+    strides, mask = q.stride()[:3], _mask_arg(key_mask, q)
     dkdv[(triton_cdiv(n, block_n), batch * heads)](
-        q, k, v, grad_out, lse, delta, dk, dv, *strides, heads, n, 1.0 / math.sqrt(d), **common
+        q, k, v, grad_out, lse, delta, dk, dv, mask, *strides, heads, n, 1.0 / math.sqrt(d), **common
     )
     dq_kernel[(triton_cdiv(n, block_m), batch * heads)](
-        q, k, v, grad_out, lse, delta, dq, *strides, heads, n, 1.0 / math.sqrt(d), **common
+        q, k, v, grad_out, lse, delta, dq, mask, *strides, heads, n, 1.0 / math.sqrt(d), **common
     )
     return dq, dk, dv
 
@@ -292,15 +316,16 @@ def triton_cdiv(a: int, b: int) -> int:
 
 class AttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v):
+    def forward(ctx, q, k, v, key_mask):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        o, lse = _forward(q, k, v)
+        o, lse = _forward(q, k, v, key_mask=key_mask)
         ctx.save_for_backward(q, k, v, o, lse)
+        ctx.key_mask = key_mask
         return o
 
     @staticmethod
     def backward(ctx, grad_out):
-        return _backward(*ctx.saved_tensors, grad_out)
+        return (*_backward(*ctx.saved_tensors, grad_out, key_mask=ctx.key_mask), None)
 
 
 class AttentionRMSNormRoPEFunction(torch.autograd.Function):
@@ -332,12 +357,25 @@ class AttentionRMSNormRoPEFunction(torch.autograd.Function):
 # ----------------------------------------------------------------------------- public ops
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
-    """Non-causal attention, (B, H, N, D) -> (B, H, N, D). Reference path: PyTorch SDPA."""
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Non-causal attention, (B, H, N, D) -> (B, H, N, D). Reference path: PyTorch SDPA.
+
+    key_mask: optional (B, N) bool, False for padding keys (Z-Image pads captions and images in a batch).
+    """
+    if key_mask is not None and key_mask.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(f"key_mask must be (B, N) = {(q.shape[0], q.shape[2])}, got {tuple(key_mask.shape)}")
     if resolve_backend(backend, q) == "reference":
-        return F.scaled_dot_product_attention(q, k, v)
+        mask = None if key_mask is None else key_mask[:, None, None, :].bool()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     _check(q, k, v)
-    return AttentionFunction.apply(q, k, v)
+    return AttentionFunction.apply(q, k, v, key_mask)
 
 
 def attention_rmsnorm_rope(

@@ -1,12 +1,13 @@
-"""FLUX.2 attention processors that run strsr's attention kernels, installed through diffusers'
-`set_attn_processor` (the public processor mechanism; diffusers' backend registry is a closed enum).
+"""Attention processors that run strsr's attention kernels in the FLUX.2 and Z-Image DiTs, installed through
+diffusers' processor mechanism (`set_processor`; diffusers' backend registry is a closed enum).
 
 `set_attention_backend(transformer, "sdpa" | "triton", fused_prologue=False)`:
 - "sdpa" restores diffusers' own processors (PyTorch SDPA);
 - "triton" runs `strsr.kernels.attention` (FlashAttention-2 in Triton); with `fused_prologue` the per-head RMSNorm
   of q/k and the rotary embedding happen inside the kernel (`attention_rmsnorm_rope`).
-Both compute the same function as diffusers' Flux2AttnProcessor / Flux2ParallelSelfAttnProcessor (tested).
-Z-Image is not covered yet: its attention carries padding masks the kernel does not take.
+Both compute the same function as diffusers' Flux2AttnProcessor / Flux2ParallelSelfAttnProcessor /
+ZSingleStreamAttnProcessor (tested). Z-Image's per-sample complex RoPE stays in PyTorch (no fused prologue there);
+its batch padding reaches the kernel as a key-padding mask.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from diffusers.models.transformers.transformer_flux2 import (
     Flux2Transformer2DModel,
     _get_qkv_projections,
 )
+from diffusers.models.transformers.transformer_z_image import ZImageTransformer2DModel, ZSingleStreamAttnProcessor
 
 from strsr.kernels.attention import attention, attention_rmsnorm_rope
 
@@ -94,12 +96,47 @@ class KernelFlux2ParallelSelfAttnProcessor:
         return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
 
 
+class KernelZImageAttnProcessor:
+    """Z-Image blocks: per-head RMSNorm, complex RoPE per sample, attention with the batch's key-padding mask."""
+
+    def __init__(self, backend: str | None = "triton"):
+        self.backend = backend
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, freqs_cis=None):
+        q, k, v = (proj(hidden_states).unflatten(-1, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if freqs_cis is not None:
+            q, k = _rotate_complex(q, freqs_cis), _rotate_complex(k, freqs_cis)
+        key_mask = None
+        if attention_mask is not None:
+            key_mask = attention_mask.reshape(attention_mask.shape[0], -1).bool()
+        out = attention(_heads_first(q), _heads_first(k), _heads_first(v), key_mask, backend=self.backend)
+        out = attn.to_out[0](_heads_first(out).flatten(2, 3).to(q.dtype))
+        return attn.to_out[1](out) if len(attn.to_out) > 1 else out
+
+
+def _rotate_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """(B, S, H, D) rotated pairwise by complex (B, S, D/2) frequencies, in fp32 as Z-Image does."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs_cis.unsqueeze(2)).flatten(3).type_as(x)
+
+
 def set_attention_backend(transformer: torch.nn.Module, backend: str, *, fused_prologue: bool = False) -> None:
-    """Route a FLUX.2 transformer's attention through diffusers' SDPA ("sdpa") or strsr's kernels ("triton")."""
+    """Route a DiT's attention through diffusers' SDPA ("sdpa") or strsr's kernels ("triton")."""
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if isinstance(transformer, ZImageTransformer2DModel):
+        if fused_prologue:
+            raise ValueError("the fused norm/RoPE prologue is FLUX.2-only (Z-Image's RoPE differs per sample)")
+        for module in transformer.modules():
+            if isinstance(getattr(module, "processor", None), (ZSingleStreamAttnProcessor, KernelZImageAttnProcessor)):
+                module.set_processor(ZSingleStreamAttnProcessor() if backend == "sdpa" else KernelZImageAttnProcessor())
+        return
     if not isinstance(transformer, Flux2Transformer2DModel):
-        raise ValueError(f"attention backends are wired for FLUX.2 transformers, not {type(transformer).__name__}")
+        raise ValueError(f"attention backends are wired for FLUX.2 and Z-Image, not {type(transformer).__name__}")
     for block in transformer.transformer_blocks:
         block.attn.set_processor(
             Flux2AttnProcessor() if backend == "sdpa" else KernelFlux2AttnProcessor(fused_prologue)

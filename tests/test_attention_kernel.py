@@ -54,6 +54,21 @@ def test_attention_forward_and_gradients(kernel_device, shape, dtype):
         assert got <= 2 * base + atol, (name, got, base)
 
 
+def test_key_padding_mask(kernel_device):
+    q, k, v = _inputs((2, 2, 29, 32), torch.float32, kernel_device)
+    key_mask = torch.ones(2, 29, dtype=torch.bool, device=kernel_device)
+    key_mask[1, 17:] = False  # the second sample is padded after 17 tokens
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(5)).to(kernel_device)
+    got = _errors(lambda q, k, v: attention(q, k, v, key_mask, backend="triton"),
+                  lambda q, k, v: attention_ref(q, k, v, key_mask), (q, k, v), grad_out)  # fmt: skip
+    base = _errors(lambda q, k, v: attention(q, k, v, key_mask, backend="reference"),
+                   lambda q, k, v: attention_ref(q, k, v, key_mask), (q, k, v), grad_out)  # fmt: skip
+    for name, g, b in zip(("out", "dq", "dk", "dv"), got, base):
+        assert g <= 2 * b + 1e-5, (name, g, b)
+    dk = torch.autograd.grad(attention(q, k, v, key_mask, backend="triton"), k, grad_out)[0]
+    assert dk[1, :, 17:].abs().max() == 0  # padding keys get no gradient
+
+
 @pytest.mark.parametrize("shape,split", [((1, 2, 19, 16), 5), ((2, 1, 23, 32), 0)])
 def test_fused_norm_rope_prologue(kernel_device, shape, split):
     q, k, v = _inputs(shape, torch.float32, kernel_device)
@@ -101,6 +116,24 @@ def test_flux2_dit_with_kernel_attention_equals_sdpa(kernel_device):
     for name in ("triton", "fused"):
         torch.testing.assert_close(outputs[name], outputs["sdpa"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(grads[name], grads["sdpa"], rtol=1e-3, atol=1e-6)
+
+
+def test_zimage_dit_with_kernel_attention_equals_sdpa(kernel_device):
+    from strsr.backbones import Condition
+    from strsr.build import build_generator
+
+    state = torch.randn(2, 48, 6, 4, generator=torch.Generator().manual_seed(0)).to(kernel_device)
+    tokens = torch.randn(2, 40, 64, generator=torch.Generator().manual_seed(1)).to(kernel_device)
+    # captions of 40 and 3 tokens pad to 64 and 32: the batch's sequences differ, so Z-Image masks keys
+    mask = torch.tensor([[True] * 40, [True] * 3 + [False] * 37], device=kernel_device)
+    outputs = {}
+    for backend in ("sdpa", "triton"):
+        model = build_generator("tiny-zimage", seed=0, lora_rank=0, device=kernel_device, attention_backend=backend)
+        v = model.velocity(state, Condition(tokens, mask))
+        v.square().mean().backward()
+        outputs[backend] = (v.detach(), model.diffusers_transformer.layers[0].attention.to_q.weight.grad.clone())
+    torch.testing.assert_close(outputs["triton"][0], outputs["sdpa"][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["triton"][1], outputs["sdpa"][1], rtol=1e-3, atol=1e-6)
 
 
 def test_dispatch_rules(monkeypatch):
