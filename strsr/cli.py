@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"),
                    help="attention kernels: PyTorch SDPA, or strsr's Triton kernels (FLUX.2 presets, GPU)")  # fmt: skip
     p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                   help="torch (default), or onnx: an strsr-export folder in ONNX Runtime")  # fmt: skip
+    p.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --backend onnx")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -142,12 +145,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s: output folder is not writable", args.output)
         return 2
 
+    if args.backend == "onnx" and args.engine_dir is None:
+        log.error("--backend onnx needs --engine-dir (a strsr-export output folder)")
+        return 2
     try:
-        resolver = SuperResolver.from_preset(
-            args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint, random_weights=args.random_weights,
-            conditioning=args.conditioning, prompt=args.prompt, device=_device_for_rank(args.device),
-            dtype=args.dtype, tile=args.tile, overlap=args.overlap, seed=args.seed, attention_backend=args.attention,
-        )  # fmt: skip
+        if args.backend == "onnx":
+            resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap)
+        else:
+            resolver = SuperResolver.from_preset(
+                args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                random_weights=args.random_weights, conditioning=args.conditioning, prompt=args.prompt,
+                device=_device_for_rank(args.device), dtype=args.dtype, tile=args.tile, overlap=args.overlap,
+                seed=args.seed, attention_backend=args.attention,
+            )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -39,6 +39,10 @@ class StrSRGenerator(nn.Module):
         return self.codec.vae
 
     @property
+    def device(self) -> torch.device:
+        return self.codec.bn_mean.device
+
+    @property
     def t1(self) -> float:
         return self.preset.t1
 

@@ -150,9 +150,16 @@ class SuperResolver:
         random = checkpoint is None and pretrained is None
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
 
+    @classmethod
+    def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64):
+        """Run an `strsr-export` folder in ONNX Runtime with the same tiling and blending."""
+        from strsr.onnx_backend import OnnxGenerator
+
+        return cls(OnnxGenerator(engine_dir, preset), tile=tile, overlap=overlap)
+
     @property
     def device(self) -> torch.device:
-        return self.model.codec.bn_mean.device
+        return self.model.device
 
     @torch.no_grad()
     def restore(self, upsampled: torch.Tensor, condition=None) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""`strsr-export`: merged weights, ONNX graphs with parity checks, manifests (`strsr.export`)."""

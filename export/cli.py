@@ -1,0 +1,145 @@
+"""`strsr-export`: merge the LoRA, export the one-step pipeline to ONNX, check parity, write a manifest.
+
+    strsr-export --preset tiny --out exported/ --onnx
+    strsr-export --preset flux2-klein-4b --pretrained /models/klein-base --checkpoint strsr-flux.safetensors \
+        --out exported/flux --onnx
+
+Everything is validated before any work. Artifacts are written to temporary names and renamed; a re-export is
+skipped only when the folder's manifest records the same weights hash and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from strsr.checkpoint import CheckpointError
+from strsr.export.onnx_export import OPSET, check_parity, export_graph, graph_specs
+from strsr.lora import merge_lora
+from strsr.manifest import FORMAT, atomic_write, is_current, tool_versions, weights_hash, write_manifest
+from strsr.pipeline import SuperResolver
+from strsr.presets import PRESETS
+
+log = logging.getLogger("strsr.export")
+
+PRECISIONS = ("fp32",)
+PARITY_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    preset: str
+    out: Path
+    pretrained: Path | None
+    checkpoint: Path | None
+    random_weights: bool
+    onnx: bool
+    trt: bool
+    precision: str
+    tile: int
+    force: bool
+
+
+def parse(argv: list[str] | None) -> ExportSpec:
+    p = argparse.ArgumentParser(prog="strsr-export", description="Export StrSR to ONNX (and TensorRT).")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--pretrained", type=Path, help="local diffusers folder of the base model")
+    p.add_argument("--checkpoint", type=Path, help="strsr generator weights (default for tiny: the bundled ones)")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--onnx", action="store_true", help="export ONNX graphs (default when --trt is not given)")
+    p.add_argument("--trt", action="store_true", help="build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--tile", type=int, default=1024, help="output tile size the engines are built for")
+    p.add_argument("--force", action="store_true", help="export even when the manifest says it is current")
+    a = p.parse_args(argv)
+    return ExportSpec(a.preset, a.out, a.pretrained, a.checkpoint, a.random_weights, a.onnx or not a.trt, a.trt,
+                      a.precision, a.tile, a.force)  # fmt: skip
+
+
+def require_tensorrt() -> None:
+    """Fail early and clearly where TensorRT engines cannot be built."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "strsr-export: --trt needs TensorRT, which is not installed here (pip install 'strsr[trt]' on a machine "
+            "with an NVIDIA GPU and NVIDIA's package index); ONNX export works without it"
+        ) from None
+    if not torch.cuda.is_available():
+        raise SystemExit("strsr-export: --trt needs an NVIDIA GPU; none is visible (CUDA unavailable)")
+
+
+def export(spec: ExportSpec) -> dict:
+    """Merge, export and check; returns the manifest."""
+    resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
+                                         random_weights=spec.random_weights, device="cpu", dtype="float32")  # fmt: skip
+    model = resolver.model
+    model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
+    spec.out.mkdir(parents=True, exist_ok=True)
+    key = {"format": FORMAT, "preset": spec.preset, "precision": spec.precision, "opset": OPSET,
+           "weights_sha256": weights_hash(model)}  # fmt: skip
+    if not spec.force and is_current(spec.out, key):
+        log.info("%s is current (same weights hash and settings): nothing to do", spec.out)
+        return key
+
+    condition = model.conditioning(1).tokens.detach().contiguous().float()
+    atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
+    graphs = {}
+    for graph in graph_specs(model, spec.tile):
+        start = time.perf_counter()
+        path = export_graph(model, graph, spec.out)
+        seconds = time.perf_counter() - start
+        error = check_parity(model, graph, path)
+        if error > PARITY_ATOL:
+            raise AssertionError(f"{path.name}: ONNX Runtime differs from PyTorch by {error:.3g} (> {PARITY_ATOL})")
+        log.info("%-12s exported in %5.1f s, ORT parity max abs diff %.2e", graph.name, seconds, error)
+        graphs[graph.name] = {
+            "file": path.name,
+            "inputs": {name: [graph.dynamic[name].get(i, n) for i, n in enumerate(shape)]
+                       for name, shape in graph.inputs.items()},  # fmt: skip
+            "outputs": list(graph.outputs),
+            "parity_max_abs_diff": error,
+            "export_seconds": seconds,
+        }
+    manifest = {
+        **key,
+        "family": model.preset.family,
+        "t1": model.t1,
+        "pixel_multiple": model.preset.latents.pixel_multiple,
+        "tile": spec.tile,
+        "condition_file": "condition.safetensors",
+        "graphs": graphs,
+        "tools": tool_versions(),
+    }
+    write_manifest(spec.out, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = parse(argv)
+    # the exporter's libraries log at INFO on the root logger: keep the terminal to strsr's own lines
+    logging.basicConfig(level=logging.WARNING, format="strsr-export: %(message)s", stream=sys.stderr)
+    logging.getLogger("strsr").setLevel(logging.INFO)
+    if spec.trt:
+        require_tensorrt()
+    try:
+        export(spec)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    if spec.trt:
+        log.error("TensorRT engine building is not implemented yet; the ONNX graphs are in %s", spec.out)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Export the three stages to ONNX with the dynamo exporter, then check each in ONNX Runtime against PyTorch.
+
+Graphs are traced at batch 2 and a non-square size (torch.export specialises dimensions of size 0 and 1), with the
+batch and spatial dimensions dynamic; the parity check then runs at a different size than the one traced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from strsr.export.graphs import DitOneStepGraph, VaeDecoderGraph, VaeEncoderGraph, float32_rope
+from strsr.manifest import atomic_write
+from strsr.model import StrSRGenerator
+
+log = logging.getLogger("strsr.export")
+
+OPSET = 20
+_EXTERNAL_DATA_BYTES = 2 * 1024**3  # protobuf's limit: larger graphs keep their weights beside them
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: dict[str, tuple[int, ...]]  # traced example shapes
+    outputs: tuple[str, ...]
+    dynamic: dict[str, dict[int, str]]  # input -> {axis: dim name}
+
+
+def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
+    """Example shapes: batch 2, a non-square tile, so every exported dimension stays symbolic."""
+    spec = model.preset.latents
+    multiple = spec.pixel_multiple
+    height, width = 2 * multiple, 3 * multiple
+    state_channels = spec.channels * (4 if model.preset.family == "flux2" else 1)
+    state_scale = multiple if model.preset.family == "flux2" else spec.vae_scale
+    state = (2, state_channels, height // state_scale, width // state_scale)
+    cond = (2, 3, model.preset.condition_width)  # 3 tokens: a traced length of 1 would be specialised
+    image_dims = {0: "batch", 2: "height", 3: "width"}
+    state_dims = {0: "batch", 2: "state_height", 3: "state_width"}
+    return [
+        GraphSpec("vae_encoder", {"image": (2, 3, height, width)}, ("state",), {"image": image_dims}),
+        GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
+                  {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}}),  # fmt: skip
+        GraphSpec("vae_decoder", {"state": state}, ("image",), {"state": state_dims}),
+    ]
+
+
+def _module(model: StrSRGenerator, name: str) -> torch.nn.Module:
+    return {"vae_encoder": VaeEncoderGraph, "dit_onestep": DitOneStepGraph, "vae_decoder": VaeDecoderGraph}[name](
+        model
+    ).eval()
+
+
+def _example(spec: GraphSpec, seed: int, scale: int = 1) -> dict[str, torch.Tensor]:
+    """Inputs for `spec`, with spatial sizes multiplied by `scale` (a size other than the traced one)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in spec.inputs.items():
+        shape = list(shape)
+        for axis in spec.dynamic[name]:
+            if axis >= 2:
+                shape[axis] *= scale
+        tensors[name] = torch.rand(shape, generator=gen) * 2 - 1
+    return tensors
+
+
+def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
+    """Write `<out_dir>/<name>.onnx` atomically (a temporary file in the same folder, then rename)."""
+    import onnx
+    from torch.export import Dim
+
+    module = _module(model, spec.name)
+    dims: dict[str, Dim] = {}
+    dynamic_shapes = {
+        name: {axis: dims.setdefault(dim, Dim(dim, min=1, max=1 << 14)) for axis, dim in axes.items()}
+        for name, axes in spec.dynamic.items()
+    }
+    example = _example(spec, seed=0)
+    with float32_rope(model), torch.no_grad():
+        program = torch.onnx.export(module, tuple(example.values()), dynamo=True, input_names=list(spec.inputs),
+                                    output_names=list(spec.outputs), dynamic_shapes=dynamic_shapes,
+                                    opset_version=OPSET, verbose=False)  # fmt: skip
+    proto = program.model_proto
+    large = proto.ByteSize() > _EXTERNAL_DATA_BYTES
+
+    def write(tmp):
+        onnx.save_model(proto, tmp, save_as_external_data=large, location=f"{spec.name}.onnx.data")
+
+    return atomic_write(out_dir / f"{spec.name}.onnx", write)
+
+
+def check_parity(model: StrSRGenerator, spec: GraphSpec, path: Path, scale: int = 2) -> float:
+    """Max abs difference between ONNX Runtime (CPU) and PyTorch at a size other than the traced one."""
+    import onnxruntime as ort
+
+    example = _example(spec, seed=1, scale=scale)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in example.items()})[0]
+    with torch.no_grad():
+        want = _module(model, spec.name)(*example.values()).float().numpy()
+    if got.shape != want.shape:
+        raise AssertionError(f"{path.name}: ONNX output {got.shape} differs from PyTorch {want.shape}")
+    return float(np.abs(got - want).max())

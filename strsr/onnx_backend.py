@@ -1,0 +1,57 @@
+"""Run an exported pipeline (`strsr-export` folder) in ONNX Runtime behind the generator interface that
+`SuperResolver` uses, so tiling, padding and blending are the very same code as the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from strsr.backbones import Condition
+from strsr.manifest import ManifestError, check_manifest
+from strsr.presets import get_preset
+
+_STAGES = ("vae_encoder", "dit_onestep", "vae_decoder")
+
+
+class OnnxGenerator:
+    """The three exported stages in ONNX Runtime sessions (CPU, or CUDA where onnxruntime-gpu is installed)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, engine_dir: str | Path, preset: str, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.engine_dir = Path(engine_dir)
+        manifest = check_manifest(self.engine_dir, preset=preset)
+        missing = [s for s in _STAGES if s not in manifest["graphs"]]
+        if missing:
+            raise ManifestError(f"{self.engine_dir}: export lacks graphs {', '.join(missing)}")
+        self.preset = get_preset(preset)
+        self.manifest = manifest
+        available = ort.get_available_providers()
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.sessions = {
+            stage: ort.InferenceSession(str(self.engine_dir / manifest["graphs"][stage]["file"]), providers=providers)
+            for stage in _STAGES
+        }
+        self.condition = load_file(str(self.engine_dir / manifest["condition_file"]))["condition"]
+
+    def eval(self) -> OnnxGenerator:
+        return self
+
+    def conditioning(self, batch: int = 1) -> Condition:
+        return Condition(self.condition).expand(batch)
+
+    def _run(self, stage: str, **inputs: torch.Tensor) -> np.ndarray:
+        feeds = {name: tensor.detach().float().cpu().numpy() for name, tensor in inputs.items()}
+        return self.sessions[stage].run(None, feeds)[0]
+
+    def __call__(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+        condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0])
+        state = self._run("vae_encoder", image=image)
+        z0 = self._run("dit_onestep", state=torch.from_numpy(state), condition=condition.tokens)
+        return torch.from_numpy(self._run("vae_decoder", state=torch.from_numpy(z0)))

@@ -1,0 +1,102 @@
+"""strsr-export on the tiny preset: merged weights, ONNX graphs vs PyTorch in ONNX Runtime, the manifest, the ONNX
+backend of strsr-upscale against the PyTorch one on a real photo, and clear errors."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from strsr.cli import main as upscale_main
+from strsr.export.cli import main as export_main
+from strsr.export.onnx_export import check_parity, graph_specs
+from strsr.manifest import ManifestError, check_manifest
+from strsr.pipeline import SuperResolver
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    assert export_main(["--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_manifest_contents(exported):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["format"] == "strsr.export.v1" and manifest["preset"] == "tiny"
+    assert manifest["precision"] == "fp32" and manifest["opset"] == 20 and manifest["t1"] == 0.8
+    assert len(manifest["weights_sha256"]) == 64 and manifest["tools"]["onnxruntime"]
+    assert set(manifest["graphs"]) == {"vae_encoder", "dit_onestep", "vae_decoder"}
+    dit = manifest["graphs"]["dit_onestep"]
+    assert dit["inputs"]["state"] == ["batch", 192, "state_height", "state_width"]
+    assert dit["inputs"]["condition"] == ["batch", "condition_tokens", 64] and dit["outputs"] == ["z0"]
+    assert all(g["parity_max_abs_diff"] <= 1e-4 for g in manifest["graphs"].values())
+
+
+def test_graphs_match_pytorch_at_other_sizes(exported):
+    resolver = SuperResolver.from_preset("tiny", device="cpu")
+    for spec in graph_specs(resolver.model, 1024):
+        for scale in (1, 3):  # the traced spatial size, and 3x it
+            assert check_parity(resolver.model, spec, exported / f"{spec.name}.onnx", scale=scale) <= 1e-4
+
+
+def test_dit_graph_has_no_float64(exported):
+    graph = onnx.load(str(exported / "dit_onestep.onnx")).graph
+    assert not any(init.data_type == onnx.TensorProto.DOUBLE for init in graph.initializer)
+    casts = [a.i for n in graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert onnx.TensorProto.DOUBLE not in casts  # TensorRT rejects float64
+
+
+def test_onnx_backend_matches_torch_on_a_photo(exported, tmp_path):
+    Image.fromarray(data.coffee()[100:196, 200:328]).save(tmp_path / "coffee.png")
+    assert upscale_main([str(tmp_path / "coffee.png"), "-o", str(tmp_path / "torch"), "--quiet"]) == 0
+    assert upscale_main([str(tmp_path / "coffee.png"), "-o", str(tmp_path / "onnx"), "--backend", "onnx",
+                         "--engine-dir", str(exported), "--quiet"]) == 0  # fmt: skip
+    a = np.asarray(Image.open(tmp_path / "torch" / "coffee.png")).astype(np.float64)
+    b = np.asarray(Image.open(tmp_path / "onnx" / "coffee.png")).astype(np.float64)
+    mse = ((a - b) ** 2).mean()
+    assert a.shape == (384, 512, 3) and (mse == 0 or 10 * np.log10(255**2 / mse) >= 45)
+
+
+def test_reexport_only_when_weights_change(exported, tmp_path, caplog):
+    before = (exported / "dit_onestep.onnx").stat().st_mtime_ns
+    assert export_main(["--preset", "tiny", "--out", str(exported)]) == 0
+    assert (exported / "dit_onestep.onnx").stat().st_mtime_ns == before  # same hash: skipped
+    (tmp_path / "other").mkdir()
+    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(tmp_path / "other")]) == 0
+    a = json.loads((exported / "manifest.json").read_text())["weights_sha256"]
+    b = json.loads((tmp_path / "other" / "manifest.json").read_text())["weights_sha256"]
+    assert a != b
+
+
+def test_mismatched_manifest_and_missing_tensorrt_are_clear(exported, tmp_path, caplog):
+    with pytest.raises(ManifestError, match="exported for preset 'tiny', not 'tiny-zimage'"):
+        check_manifest(exported, preset="tiny-zimage")
+    Image.fromarray(data.coffee()[:32, :32]).save(tmp_path / "c.png")
+    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--backend", "onnx", "--engine-dir",
+                         str(tmp_path), "--quiet"])  # fmt: skip
+    assert code == 2 and "no export manifest" in caplog.text
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit, match="--trt needs TensorRT, which is not installed"):
+            export_main(["--preset", "tiny", "--out", str(tmp_path / "t"), "--trt"])
+        assert not (tmp_path / "t").exists()  # refused before any work
+
+
+def test_merged_export_weights_reproduce_the_lora_model(randomise_lora):
+    from strsr.build import build_generator
+    from strsr.lora import merge_lora
+
+    model = build_generator("tiny", seed=3)
+    randomise_lora(model.transformer, seed=4)
+    image = torch.rand(1, 3, 32, 40) * 2 - 1
+    with torch.no_grad():
+        before = model(image)
+        model.transformer = merge_lora(model.transformer)
+        assert (model(image) - before).abs().max() < 1e-5
