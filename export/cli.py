@@ -103,7 +103,7 @@ def export(spec: ExportSpec) -> dict:
         log.info("%-12s exported in %5.1f s, ORT parity max abs diff %.2e", graph.name, seconds, error)
         graphs[graph.name] = {
             "file": path.name,
-            "inputs": {name: [graph.dynamic[name].get(i, n) for i, n in enumerate(shape)]
+            "inputs": {name: [graph.dynamic.get(name, {}).get(i, n) for i, n in enumerate(shape)]
                        for name, shape in graph.inputs.items()},  # fmt: skip
             "outputs": list(graph.outputs),
             "parity_max_abs_diff": error,

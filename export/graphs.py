@@ -15,6 +15,7 @@ import contextlib
 import torch
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.transformers.transformer_flux2 import Flux2PosEmbed
+from diffusers.models.transformers.transformer_z_image import ZImageTransformer2DModel
 from torch import nn
 
 from strsr.backbones import Condition
@@ -61,16 +62,47 @@ class Float32Flux2PosEmbed(Flux2PosEmbed):
         return torch.cat([c for c, _ in tables], dim=-1), torch.cat([s for _, s in tables], dim=-1)
 
 
+class RealZImageRope:
+    """Z-Image's RoPE table as real (cos, sin) pairs, computed up front.
+
+    diffusers' RopeEmbedder builds complex64 tables lazily on first call; the exporter can neither decompose
+    complex numbers nor keep a table created while tracing. Same values: (cos, sin) are the table's (real, imag).
+    """
+
+    def __init__(self, embedder):
+        tables = embedder.precompute_freqs_cis(embedder.axes_dims, embedder.axes_lens, theta=embedder.theta)
+        self.tables = [torch.view_as_real(t) for t in tables]  # each (positions, d/2, 2)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()  # ONNX Runtime's GatherND takes int64 indices only
+        return torch.cat([table[ids[:, i]] for i, table in enumerate(self.tables)], dim=-2)
+
+
 @contextlib.contextmanager
-def float32_rope(model: StrSRGenerator):
-    """Swap FLUX.2's float64 RoPE for the float32 one while exporting (no-op for Z-Image)."""
+def exportable(model: StrSRGenerator):
+    """While exporting: FLUX.2's float64 RoPE becomes float32 (TensorRT rejects float64); Z-Image's complex RoPE
+    becomes real (cos, sin) pairs, with attention processors that rotate in real arithmetic. Restored after."""
+    from strsr.attention_processors import set_attention_backend
+
     transformer = model.diffusers_transformer
-    original = getattr(transformer, "pos_embed", None)
-    if not isinstance(original, Flux2PosEmbed):
-        yield
+    if isinstance(transformer, ZImageTransformer2DModel):
+        original, processors = transformer.rope_embedder, _processors(transformer)
+        transformer.rope_embedder = RealZImageRope(original)
+        set_attention_backend(transformer, "reference")
+        try:
+            yield
+        finally:
+            transformer.rope_embedder = original
+            for module, processor in processors:
+                module.set_processor(processor)
         return
+    original = transformer.pos_embed
     transformer.pos_embed = Float32Flux2PosEmbed(theta=original.theta, axes_dim=original.axes_dim)
     try:
         yield
     finally:
         transformer.pos_embed = original
+
+
+def _processors(transformer):
+    return [(m, m.processor) for m in transformer.modules() if hasattr(m, "processor") and hasattr(m, "set_processor")]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strsr.export.graphs import DitOneStepGraph, VaeDecoderGraph, VaeEncoderGraph, float32_rope
+from strsr.export.graphs import DitOneStepGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
 from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
@@ -28,11 +28,15 @@ class GraphSpec:
     name: str
     inputs: dict[str, tuple[int, ...]]  # traced example shapes
     outputs: tuple[str, ...]
-    dynamic: dict[str, dict[int, str]]  # input -> {axis: dim name}
+    dynamic: dict[str, dict[int, str]]  # input -> {axis: dim name}; empty: a static graph for one tile shape
 
 
 def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
-    """Example shapes: batch 2, a non-square tile, so every exported dimension stays symbolic."""
+    """Example shapes: batch 2, a non-square tile, so every exported dimension stays symbolic.
+
+    Z-Image's DiT computes per-sample sequence lengths in Python, which tracing bakes in: its DiT graph is static,
+    built for one `tile` x `tile` output tile at batch 1 (the VAE graphs stay dynamic).
+    """
     spec = model.preset.latents
     multiple = spec.pixel_multiple
     height, width = 2 * multiple, 3 * multiple
@@ -42,10 +46,15 @@ def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
     cond = (2, 3, model.preset.condition_width)  # 3 tokens: a traced length of 1 would be specialised
     image_dims = {0: "batch", 2: "height", 3: "width"}
     state_dims = {0: "batch", 2: "state_height", 3: "state_width"}
+    if model.preset.family == "zimage":
+        tile_state = (1, state_channels, tile // state_scale, tile // state_scale)
+        dit = GraphSpec("dit_onestep", {"state": tile_state, "condition": (1, 3, cond[2])}, ("z0",), {})
+    else:
+        dit = GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
+                        {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}})  # fmt: skip
     return [
         GraphSpec("vae_encoder", {"image": (2, 3, height, width)}, ("state",), {"image": image_dims}),
-        GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
-                  {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}}),  # fmt: skip
+        dit,
         GraphSpec("vae_decoder", {"state": state}, ("image",), {"state": state_dims}),
     ]
 
@@ -62,7 +71,7 @@ def _example(spec: GraphSpec, seed: int, scale: int = 1) -> dict[str, torch.Tens
     tensors = {}
     for name, shape in spec.inputs.items():
         shape = list(shape)
-        for axis in spec.dynamic[name]:
+        for axis in spec.dynamic.get(name, {}):
             if axis >= 2:
                 shape[axis] *= scale
         tensors[name] = torch.rand(shape, generator=gen) * 2 - 1
@@ -79,9 +88,9 @@ def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
     dynamic_shapes = {
         name: {axis: dims.setdefault(dim, Dim(dim, min=1, max=1 << 14)) for axis, dim in axes.items()}
         for name, axes in spec.dynamic.items()
-    }
+    } or None
     example = _example(spec, seed=0)
-    with float32_rope(model), torch.no_grad():
+    with exportable(model), torch.no_grad():
         program = torch.onnx.export(module, tuple(example.values()), dynamo=True, input_names=list(spec.inputs),
                                     output_names=list(spec.outputs), dynamic_shapes=dynamic_shapes,
                                     opset_version=OPSET, verbose=False)  # fmt: skip

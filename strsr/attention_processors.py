@@ -4,7 +4,8 @@ diffusers' processor mechanism (`set_processor`; diffusers' backend registry is 
 `set_attention_backend(transformer, "sdpa" | "triton", fused_prologue=False)`:
 - "sdpa" restores diffusers' own processors (PyTorch SDPA);
 - "triton" runs `strsr.kernels.attention` (FlashAttention-2 in Triton); with `fused_prologue` the per-head RMSNorm
-  of q/k and the rotary embedding happen inside the kernel (`attention_rmsnorm_rope`).
+  of q/k and the rotary embedding happen inside the kernel (`attention_rmsnorm_rope`);
+- "reference" runs strsr's processors on PyTorch attention (the ONNX export path: no Triton, no complex numbers).
 Both compute the same function as diffusers' Flux2AttnProcessor / Flux2ParallelSelfAttnProcessor /
 ZSingleStreamAttnProcessor (tested). Z-Image's per-sample complex RoPE stays in PyTorch (no fused prologue there);
 its batch padding reaches the kernel as a key-padding mask.
@@ -24,7 +25,7 @@ from diffusers.models.transformers.transformer_z_image import ZImageTransformer2
 
 from strsr.kernels.attention import attention, attention_rmsnorm_rope
 
-ATTENTION_BACKENDS = ("sdpa", "triton")
+ATTENTION_BACKENDS = ("sdpa", "triton", "reference")  # reference: strsr's processors on PyTorch attention
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -119,9 +120,17 @@ class KernelZImageAttnProcessor:
 
 
 def _rotate_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """(B, S, H, D) rotated pairwise by complex (B, S, D/2) frequencies, in fp32 as Z-Image does."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs_cis.unsqueeze(2)).flatten(3).type_as(x)
+    """(B, S, H, D) rotated pairwise by (B, S, D/2) frequencies, in fp32 as Z-Image does.
+
+    The product is written out in real arithmetic, so it also accepts the frequencies as real (cos, sin) pairs
+    (B, S, D/2, 2) — the form the ONNX export uses, since the exporter cannot decompose complex numbers.
+    """
+    freqs = torch.view_as_real(freqs_cis) if freqs_cis.is_complex() else freqs_cis
+    cos, sin = freqs[..., 0].unsqueeze(2), freqs[..., 1].unsqueeze(2)  # (B, S, 1, D/2)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real = pairs[..., 0] * cos - pairs[..., 1] * sin
+    imag = pairs[..., 0] * sin + pairs[..., 1] * cos
+    return torch.stack([real, imag], dim=-1).flatten(3).type_as(x)
 
 
 def set_attention_backend(transformer: torch.nn.Module, backend: str, *, fused_prologue: bool = False) -> None:
@@ -133,14 +142,15 @@ def set_attention_backend(transformer: torch.nn.Module, backend: str, *, fused_p
             raise ValueError("the fused norm/RoPE prologue is FLUX.2-only (Z-Image's RoPE differs per sample)")
         for module in transformer.modules():
             if isinstance(getattr(module, "processor", None), (ZSingleStreamAttnProcessor, KernelZImageAttnProcessor)):
-                module.set_processor(ZSingleStreamAttnProcessor() if backend == "sdpa" else KernelZImageAttnProcessor())
+                sdpa = backend == "sdpa"
+                module.set_processor(ZSingleStreamAttnProcessor() if sdpa else KernelZImageAttnProcessor(backend))
         return
     if not isinstance(transformer, Flux2Transformer2DModel):
         raise ValueError(f"attention backends are wired for FLUX.2 and Z-Image, not {type(transformer).__name__}")
     for block in transformer.transformer_blocks:
         block.attn.set_processor(
-            Flux2AttnProcessor() if backend == "sdpa" else KernelFlux2AttnProcessor(fused_prologue)
+            Flux2AttnProcessor() if backend == "sdpa" else KernelFlux2AttnProcessor(fused_prologue, backend)
         )
     for block in transformer.single_transformer_blocks:
         single = Flux2ParallelSelfAttnProcessor() if backend == "sdpa" else None
-        block.attn.set_processor(single or KernelFlux2ParallelSelfAttnProcessor(fused_prologue))
+        block.attn.set_processor(single or KernelFlux2ParallelSelfAttnProcessor(fused_prologue, backend))

@@ -100,3 +100,19 @@ def test_merged_export_weights_reproduce_the_lora_model(randomise_lora):
         before = model(image)
         model.transformer = merge_lora(model.transformer)
         assert (model(image) - before).abs().max() < 1e-5
+
+
+def test_zimage_exports_with_real_valued_rope(tmp_path):
+    out = tmp_path / "zimage"
+    assert export_main(["--preset", "tiny-zimage", "--out", str(out), "--tile", "64"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(g["parity_max_abs_diff"] <= 1e-4 for g in manifest["graphs"].values())
+    assert manifest["graphs"]["dit_onestep"]["inputs"]["state"] == [1, 48, 16, 16]  # static: one 64-px tile
+    graph = onnx.load(str(out / "dit_onestep.onnx")).graph
+    complex_types = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+    assert not any(init.data_type in complex_types for init in graph.initializer)
+    # the export-time RoPE swap is undone: the live model is diffusers' own again
+    from diffusers.models.transformers.transformer_z_image import RopeEmbedder
+
+    resolver = SuperResolver.from_preset("tiny-zimage", device="cpu")
+    assert isinstance(resolver.model.diffusers_transformer.rope_embedder, RopeEmbedder)
