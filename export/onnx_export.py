@@ -7,6 +7,9 @@ batch and spatial dimensions dynamic; the parity check then runs at a different 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +97,22 @@ def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
         program = torch.onnx.export(module, tuple(example.values()), dynamo=True, input_names=list(spec.inputs),
                                     output_names=list(spec.outputs), dynamic_shapes=dynamic_shapes,
                                     opset_version=OPSET, verbose=False)  # fmt: skip
-    proto = program.model_proto
-    large = proto.ByteSize() > _EXTERNAL_DATA_BYTES
-
-    def write(tmp):
-        onnx.save_model(proto, tmp, save_as_external_data=large, location=f"{spec.name}.onnx.data")
-
-    return atomic_write(out_dir / f"{spec.name}.onnx", write)
+    # protobuf cannot even measure a message over 2 GB, so decide from the weights' size
+    weight_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    target = out_dir / f"{spec.name}.onnx"
+    if weight_bytes < _EXTERNAL_DATA_BYTES * 0.9:
+        return atomic_write(target, lambda tmp: onnx.save_model(program.model_proto, tmp))
+    # Weights go to <name>.onnx.data, which the graph names: stage both under their final names, then move
+    # the data first and the graph last, so a complete graph never points at missing weights.
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{spec.name}."))
+    try:
+        program.save(str(staging / target.name), external_data=True)
+        for produced in sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx"):
+            os.chmod(produced, 0o644)
+            os.replace(produced, out_dir / produced.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def check_parity(model: StrSRGenerator, spec: GraphSpec, path: Path, scale: int = 2) -> float:

@@ -127,3 +127,15 @@ def test_fp16_export_stays_close_to_fp32(tmp_path):
     fp16 = SuperResolver.from_export(out, "tiny").upscale_tensor(lr)
     psnr = 10 * torch.log10(1 / (fp32 - fp16).pow(2).mean())
     assert psnr > 50, psnr  # measured 64.4 dB on the README sample
+
+
+def test_large_graphs_keep_weights_in_external_data(tmp_path, monkeypatch):
+    from strsr.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_BYTES", 1)  # treat the tiny DiT as a >2 GB one
+    resolver = SuperResolver.from_preset("tiny", device="cpu")
+    spec = next(g for g in graph_specs(resolver.model, 1024) if g.name == "dit_onestep")
+    path = onnx_export.export_graph(resolver.model, spec, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dit_onestep.onnx", "dit_onestep.onnx.data"]
+    assert path.stat().st_size < 100_000  # the weights live in the .data file
+    assert check_parity(resolver.model, spec, path) <= 1e-4
