@@ -137,5 +137,5 @@ def test_large_graphs_keep_weights_in_external_data(tmp_path, monkeypatch):
     spec = next(g for g in graph_specs(resolver.model, 1024) if g.name == "dit_onestep")
     path = onnx_export.export_graph(resolver.model, spec, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dit_onestep.onnx", "dit_onestep.onnx.data"]
-    assert path.stat().st_size < 100_000  # the weights live in the .data file
+    assert (tmp_path / "dit_onestep.onnx.data").stat().st_size > 4 * path.stat().st_size  # weights live there
     assert check_parity(resolver.model, spec, path) <= 1e-4
