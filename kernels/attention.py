@@ -274,7 +274,7 @@ def _forward(q, k, v, prologue=None, key_mask=None):
         qw, kw, split, cos, sin, eps = prologue
         qw, kw, cos, sin = (t.contiguous().float() for t in (qw, kw, cos, sin))
     mask = _mask_arg(key_mask, q)
-    grid = (triton_cdiv(n, block_m), batch * heads)
+    grid = (_cdiv(n, block_m), batch * heads)
     fwd[grid](
         q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
         qw, kw, cos, sin, split, eps, mask, heads, n, 1.0 / math.sqrt(d),
@@ -298,16 +298,16 @@ def _backward(q, k, v, o, lse, grad_out, key_mask=None):
     common = dict(HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, HAS_MASK=key_mask is not None,
                   DOT_PRECISION=_dot_precision(q.dtype))  # fmt: skip
     strides, mask = q.stride()[:3], _mask_arg(key_mask, q)
-    dkdv[(triton_cdiv(n, block_n), batch * heads)](
+    dkdv[(_cdiv(n, block_n), batch * heads)](
         q, k, v, grad_out, lse, delta, dk, dv, mask, *strides, heads, n, 1.0 / math.sqrt(d), **common
     )
-    dq_kernel[(triton_cdiv(n, block_m), batch * heads)](
+    dq_kernel[(_cdiv(n, block_m), batch * heads)](
         q, k, v, grad_out, lse, delta, dq, mask, *strides, heads, n, 1.0 / math.sqrt(d), **common
     )
     return dq, dk, dv
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 

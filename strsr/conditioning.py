@@ -19,7 +19,6 @@ from strsr.presets import Preset
 
 ConditioningMode = Literal["none", "text"]
 CONDITIONING_MODES = ("none", "text")
-DEFAULT_PROMPT = ""
 
 
 class NullConditioning(nn.Module):
