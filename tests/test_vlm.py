@@ -1,0 +1,275 @@
+"""The VLM feature path (E_VLM) on a tiny random Qwen3-VL, and the adapter MLP (f_adapt) for both backbones."""
+
+import re
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2VLImageProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+)
+
+from strsr.adapter import VLMAdapter, VLMConditioning, adapter_for
+from strsr.backbones import MissingWeightsError, build_transformer, predict_velocity
+from strsr.presets import get_preset
+from strsr.vlm import DEFAULT_VLM_PROMPT, MAX_VLM_TOKENS, VLMEncoder, load_vlm, text_positions
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+           "<|video_pad|>"]  # fmt: skip
+# Qwen's template shape: user turn = image placeholder then the prompt, then the generation prompt.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}{% else %}"
+    "{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PATCH, MERGE, TEMPORAL = 4, 2, 2
+WIDTH = 32
+
+
+def _tokenizer():
+    """A word-level tokenizer over the default prompt's words and the Qwen3-VL special tokens; no hub files."""
+    words = ["[UNK]", "\n", "user", "assistant", *dict.fromkeys(re.findall(r"\w+|[^\w\s]", DEFAULT_VLM_PROMPT))]
+    vocab = {w: i for i, w in enumerate(words + SPECIAL)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"), pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), "isolated")]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<|endoftext|>", additional_special_tokens=SPECIAL[1:]
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _processor():
+    images = Qwen2VLImageProcessor(
+        patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        size={"shortest_edge": 8 * 8, "longest_edge": 48 * 48},
+    )  # fmt: skip
+    videos = Qwen3VLVideoProcessor(patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE)
+    return Qwen3VLProcessor(image_processor=images, tokenizer=_tokenizer(), video_processor=videos,
+                            chat_template=CHAT_TEMPLATE)  # fmt: skip
+
+
+def _model(tokenizer, seed=0):
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                             "mrope_interleaved": True},
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=MERGE,
+            temporal_patch_size=TEMPORAL, out_hidden_size=WIDTH, num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return Qwen3VLForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm():
+    processor = _processor()
+    return _model(processor.tokenizer), processor
+
+
+@pytest.fixture(scope="module")
+def vlm_folder(tiny_vlm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qwen3vl")
+    model, processor = tiny_vlm
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _lr(seed, h=20, w=28, batch=1):
+    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference(model, processor, image, prompt=DEFAULT_VLM_PROMPT):
+    """Features the slow way: our own processor call, a full forward, positions picked by a Python loop."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    inputs = processor(text=[text], images=[pixels], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.model(**inputs).last_hidden_state[0]
+    ids, attn = inputs["input_ids"][0].tolist(), inputs["attention_mask"][0].tolist()
+    keep = [i for i, (t, a) in enumerate(zip(ids, attn)) if a == 1 and t != model.config.image_token_id]
+    return hidden[keep], ids
+
+
+def test_default_prompt_is_the_official_one_verbatim():
+    assert DEFAULT_VLM_PROMPT == (
+        "Descibe this image in detail, especially the text in image. Cinematic, hyper sharpness, highly detailed, "
+        "perfect without deformations. Camera, hyper detailed photo, realistic maximum detail, 32k, Color. Grading, "
+        "ultra HD, extreme meticulous detailing, skin pore detailing"
+    )
+    assert MAX_VLM_TOKENS == 512
+
+
+def test_text_positions_match_a_naive_loop():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 6, (4, 40), generator=gen)
+    attn = torch.rand(4, 40, generator=gen) > 0.2
+    for cap in (3, 512):
+        got = text_positions(ids, attn, image_token_id=5, max_tokens=cap)
+        for row, positions in enumerate(got):
+            want = [i for i in range(40) if attn[row, i] and ids[row, i] != 5][:cap]
+            assert positions.tolist() == want
+
+
+def test_chat_text_is_image_then_prompt_then_generation_prompt(tiny_vlm):
+    encoder = VLMEncoder(*tiny_vlm)
+    assert encoder.text == (
+        f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{DEFAULT_VLM_PROMPT}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_features_skip_image_tokens_and_match_a_reference(tiny_vlm):
+    model, processor = tiny_vlm
+    encoder = VLMEncoder(model, processor)
+    image = _lr(1)
+    tokens, mask = encoder.encode(image)
+    want, ids = _reference(model, processor, image[0])
+    num_image = ids.count(model.config.image_token_id)
+    assert num_image > 0 and tokens.shape == (1, len(ids) - num_image, WIDTH)
+    assert tokens.dtype == torch.float32 and mask.all()
+    torch.testing.assert_close(tokens[0], want, rtol=0, atol=1e-6)
+    # The length is that of the template and prompt, whatever the image size (more image tokens, same L).
+    bigger, _ = encoder.encode(_lr(2, 40, 44))
+    assert bigger.shape == tokens.shape
+    # The kept tokens attended to the image: another image changes them.
+    assert (encoder.encode(_lr(3))[0] - tokens).abs().max() > 1e-4
+
+
+def test_truncation_keeps_the_first_positions(tiny_vlm):
+    full, _ = VLMEncoder(*tiny_vlm).encode(_lr(4))
+    assert full.shape[1] > 7
+    cut, mask = VLMEncoder(*tiny_vlm, max_tokens=7).encode(_lr(4))
+    assert cut.shape == (1, 7, WIDTH) and mask.all()
+    torch.testing.assert_close(cut, full[:, :7], rtol=0, atol=1e-6)
+
+
+def test_deterministic_and_cached_once_per_image(tiny_vlm, monkeypatch):
+    encoder = VLMEncoder(*tiny_vlm)
+    calls = []
+    real_run = encoder._run
+    monkeypatch.setattr(encoder, "_run", lambda pixels: calls.append(len(pixels)) or real_run(pixels))
+    a, b = _lr(5), _lr(6)
+    first, _ = encoder.encode(torch.cat([a, b, a]))  # a repeated image runs once
+    assert calls == [2]
+    again, _ = encoder.encode(a)
+    assert calls == [2] and torch.equal(again[0], first[0]) and torch.equal(first[0], first[2])
+    encoder.clear_cache()
+    recomputed, _ = encoder.encode(a)
+    assert calls == [2, 1] and torch.equal(recomputed[0], again[0])
+    # A float image and its uint8 pixels are the same image.
+    encoder.encode((a * 255).round().to(torch.uint8))
+    assert calls == [2, 1]
+
+
+def test_cache_is_bounded(tiny_vlm):
+    encoder = VLMEncoder(*tiny_vlm, cache_size=2)
+    for seed in range(4):
+        encoder.encode(_lr(seed, 8, 8))
+    assert len(encoder._cache) == 2
+
+
+def test_vlm_is_frozen(tiny_vlm):
+    encoder = VLMEncoder(*tiny_vlm)
+    assert not encoder.model.training
+    assert not any(p.requires_grad for p in encoder.model.parameters())
+    tokens, _ = encoder.encode(_lr(7))
+    assert not tokens.requires_grad
+
+
+def test_load_from_a_local_folder(tiny_vlm, vlm_folder):
+    model, processor = tiny_vlm
+    encoder = VLMEncoder.from_pretrained(vlm_folder)
+    assert not hasattr(encoder.model, "lm_head") and encoder.width == WIDTH
+    torch.testing.assert_close(encoder.encode(_lr(8))[0], VLMEncoder(model, processor).encode(_lr(8))[0])
+
+
+def test_missing_files_are_named(vlm_folder, tmp_path):
+    with pytest.raises(MissingWeightsError, match="missing Qwen3-VL folder"):
+        load_vlm(tmp_path / "nowhere")
+    cases = {"config.json": "config.json", "processor_config.json": "preprocessor_config.json",
+             "tokenizer.json": "tokenizer", "model.safetensors": "no Qwen3-VL weights"}  # fmt: skip
+    for name, message in cases.items():
+        partial = tmp_path / name
+        partial.mkdir()
+        for f in vlm_folder.iterdir():
+            if f.name != name and not (name == "tokenizer.json" and f.name.startswith("tokenizer")):
+                (partial / f.name).symlink_to(f)
+        with pytest.raises(MissingWeightsError, match=re.escape(message)):
+            load_vlm(partial)
+
+
+def test_processor_of_another_model_is_refused(tiny_vlm):
+    model, processor = tiny_vlm
+    other = _processor()
+    other.image_processor.patch_size = 14
+    with pytest.raises(ValueError, match="patch/merge/temporal"):
+        VLMEncoder(model, other)
+
+
+@pytest.mark.parametrize(("name", "hidden"), [("flux2-klein-4b", 3840), ("zimage-turbo", 1280)])
+def test_adapter_shapes_for_the_full_backbones(name, hidden):
+    preset = get_preset(name)
+    with torch.device("meta"):
+        adapter = adapter_for(preset)
+    shapes = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
+    width = preset.condition_width
+    assert shapes == {"0.weight": (hidden, 2560), "0.bias": (hidden,), "2.weight": (width, hidden), "2.bias": (width,)}
+    assert isinstance(adapter[1], torch.nn.SiLU)
+    assert adapter(torch.empty(2, 9, 2560, device="meta")).shape == (2, 9, width)
+
+
+def test_adapter_is_linear_silu_linear():
+    torch.manual_seed(0)
+    adapter = VLMAdapter(12, 10)
+    x = torch.randn(2, 5, 12)
+    w0, b0, w2, b2 = (adapter.state_dict()[k] for k in ("0.weight", "0.bias", "2.weight", "2.bias"))
+    h = x @ w0.T + b0
+    torch.testing.assert_close(adapter(x), (h * torch.sigmoid(h)) @ w2.T + b2)
+    with pytest.raises(ValueError, match="even condition width"):
+        VLMAdapter(12, 11)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-zimage"])
+def test_vlm_condition_drives_both_tiny_dits_and_trains_only_the_adapter(tiny_vlm, name):
+    preset = get_preset(name)
+    encoder = VLMEncoder(*tiny_vlm)
+    torch.manual_seed(0)
+    conditioning = VLMConditioning(adapter_for(preset, encoder.width), encoder)
+    assert set(conditioning.state_dict()) == {"adapter.0.weight", "adapter.0.bias", "adapter.2.weight",
+                                              "adapter.2.bias"}  # fmt: skip
+    condition = conditioning(_lr(9, batch=2))
+    assert condition.tokens.shape[::2] == (2, preset.condition_width) and condition.mask is None
+    transformer = build_transformer(preset, seed=0).requires_grad_(False)
+    state = torch.randn(2, preset.latents.channels * (4 if preset.family == "flux2" else 1), 4, 4)
+    velocity = predict_velocity(preset, transformer, state, preset.t1, condition)
+    assert velocity.shape == state.shape and torch.isfinite(velocity).all()
+    velocity.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conditioning.adapter.parameters())
+    assert all(p.grad is None for p in encoder.model.parameters())
+
+
+def test_encoder_width_must_match_the_adapter(tiny_vlm):
+    with pytest.raises(ValueError, match="32-wide features"):
+        VLMConditioning(VLMAdapter(2560, 64), VLMEncoder(*tiny_vlm))
+    with pytest.raises(ValueError, match="no VLM"):
+        VLMConditioning(VLMAdapter(WIDTH, 64))(_lr(0))
