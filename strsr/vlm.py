@@ -154,14 +154,12 @@ class VLMEncoder:
         misses = list(dict.fromkeys(k for k in keys if k not in self._cache))
         by_key = dict(zip(keys, pixels))  # equal keys are equal pixels: each distinct image runs once
         fresh = dict(zip(misses, self._run([by_key[k] for k in misses]))) if misses else {}
-        rows = []
-        for key in keys:
+        rows = [fresh[k] if k in fresh else self._cache[k] for k in keys]
+        for key in dict.fromkeys(keys):  # rows are taken first: remembering may evict this batch's own hits
             if key in fresh:
-                rows.append(fresh[key])
                 self._remember(key, fresh[key])
-            else:
+            elif key in self._cache:
                 self._cache.move_to_end(key)
-                rows.append(self._cache[key])
         length = max(r.shape[0] for r in rows)
         tokens = rows[0].new_zeros(len(rows), length, self.width)
         mask = torch.zeros(len(rows), length, dtype=torch.bool, device=tokens.device)

@@ -186,6 +186,11 @@ def test_cache_is_bounded(tiny_vlm):
     for seed in range(4):
         encoder.encode(_lr(seed, 8, 8))
     assert len(encoder._cache) == 2
+    tiny = VLMEncoder(*tiny_vlm, cache_size=1)
+    old, new = _lr(0, 8, 8), _lr(1, 8, 8)
+    want = tiny.encode(old)[0]
+    both, _ = tiny.encode(torch.cat([new, old]))  # the new image evicts the hit while the batch is assembled
+    assert torch.equal(both[1], want[0]) and len(tiny._cache) == 1
 
 
 def test_vlm_is_frozen(tiny_vlm):
@@ -273,3 +278,27 @@ def test_encoder_width_must_match_the_adapter(tiny_vlm):
         VLMConditioning(VLMAdapter(2560, 64), VLMEncoder(*tiny_vlm))
     with pytest.raises(ValueError, match="no VLM"):
         VLMConditioning(VLMAdapter(WIDTH, 64))(_lr(0))
+
+
+def test_processor_without_mm_token_type_ids_is_refused(tiny_vlm):
+    model, processor = tiny_vlm
+
+    class Dropping:  # a processor that forgets the M-RoPE token types
+        image_processor, tokenizer, image_token = processor.image_processor, processor.tokenizer, processor.image_token
+        apply_chat_template = staticmethod(processor.apply_chat_template)
+
+        def __call__(self, **kwargs):
+            out = processor(**kwargs)
+            del out["mm_token_type_ids"]
+            return out
+
+    with pytest.raises(ValueError, match="mm_token_type_ids"):
+        VLMEncoder(model, Dropping()).encode(_lr(0))
+
+
+def test_a_batch_gives_each_image_its_own_features(tiny_vlm):
+    a, b = _lr(10), _lr(11)
+    together, mask = VLMEncoder(*tiny_vlm).encode(torch.cat([a, b]))
+    alone = [VLMEncoder(*tiny_vlm).encode(x)[0][0] for x in (a, b)]
+    assert mask.all()
+    torch.testing.assert_close(together, torch.stack(alone), rtol=0, atol=1e-5)
