@@ -20,6 +20,7 @@ from strsr.model import StrSRGenerator
 from strsr.official_checkpoint import (
     is_official_checkpoint,
     load_official_checkpoint,
+    official_layout,
     official_lora_rank,
     official_to_strsr,
     save_official_checkpoint,
@@ -235,3 +236,23 @@ def test_strsr_file_for_another_model_is_not_converted(tmp_path):
     with pytest.raises(CheckpointError, match=r"another model \(preset 'tiny' != 'tiny-zimage'"):
         strsr_to_official(path, tmp_path / "out", _strsr_model(zimage, device="meta"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_official_layout_of_the_full_flux2_klein_preset():
+    """What the released StrSR-flux files must hold: r = 256 LoRA under peft keys, a 2560 -> 3840 -> 7680 projector."""
+    preset = get_preset("flux2-klein-4b")
+    transformer = add_lora(build_transformer(preset, device="meta"), preset.lora_targets, rank=256, alpha=256)
+    with torch.device("meta"):
+        conditioning = VLMConditioning(adapter_for(preset))  # Qwen3-VL-4B's 2560-wide features
+    vae = build_autoencoder(preset, device="meta")
+    layout = official_layout(StrSRGenerator(preset, transformer, vae, conditioning))
+    assert layout.rank == 256
+    lora = layout.expected(layout.lora)
+    assert lora["base_model.model.transformer_blocks.0.attn.to_q.lora_A.default.weight"] == (256, 3072)
+    assert lora["base_model.model.single_transformer_blocks.19.attn.to_out.lora_B.default.weight"] == (3072, 256)
+    assert "base_model.model.transformer_blocks.0.attn.to_out.lora_A.default.weight" not in lora  # a ModuleList
+    assert all(k.startswith("base_model.model.") and ".default.weight" in k for k in lora)
+    assert {k: tuple(v) for k, v in layout.expected(layout.projector).items()} == {
+        "0.weight": (3840, 2560), "0.bias": (3840,), "2.weight": (7680, 3840), "2.bias": (7680,),
+    }  # fmt: skip
