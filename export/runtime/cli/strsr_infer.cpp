@@ -1,0 +1,196 @@
+// strsr-infer: x4 super-resolution of one PNG/JPEG file with an `strsr-export` folder, the C++ counterpart of
+// `strsr-upscale IN -o OUTDIR --backend onnx --engine-dir DIR` (same pipeline, same grey and alpha handling).
+//
+//   strsr-infer photo.png -o photo_x4.png --engine-dir exported/ [--tile 1024] [--overlap 64]
+//
+// Exit status: 0 done, 1 the image could not be read, upscaled or written, 2 bad arguments or export folder.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "colour.hpp"
+#include "image_file.hpp"
+#include "resample.hpp"
+#include "strsr/strsr_runtime.hpp"
+
+namespace {
+
+const char* const kUsage =
+    "usage: strsr-infer IN -o OUT --engine-dir DIR [--tile N] [--overlap N]\n"
+    "                   [--backend auto|onnxruntime|tensorrt] [--device auto|cpu|cuda[:N]] [--threads N]\n"
+    "                   [--cuda-graph] [--timing]\n"
+    "\n"
+    "  IN                 PNG or JPEG image (8 or 16 bit; grey, RGB, with or without alpha)\n"
+    "  -o, --output OUT   output file, .png or .jpg (16-bit sources give 16-bit PNG)\n"
+    "  --engine-dir DIR   strsr-export output folder\n"
+    "  --tile N           output tile size in pixels (default: the export's tile)\n"
+    "  --overlap N        overlap between output tiles in pixels (default: 64)\n"
+    "  --threads N        ONNX Runtime CPU threads (default: its own choice)\n"
+    "  --cuda-graph       TensorRT: replay a CUDA graph for repeated tile shapes\n"
+    "  --timing           print the load and upscale times to stderr\n";
+
+struct Args {
+    std::string input, output, engine_dir;
+    strsr::Options options;
+    bool timing = false;
+};
+
+int usage_error(const std::string& message) {
+    std::fprintf(stderr, "strsr-infer: %s\n%s", message.c_str(), kUsage);
+    return 2;
+}
+
+bool parse_int(const std::string& text, int& value) {
+    char* end = nullptr;
+    const long parsed = std::strtol(text.c_str(), &end, 10);
+    if (text.empty() || *end || parsed < 0 || parsed > (1 << 20)) return false;
+    value = int(parsed);
+    return true;
+}
+
+// Returns an exit status >= 0 to stop (help or error), -1 to go on.
+int parse(int argc, char** argv, Args& args) {
+    std::vector<std::string> positional;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        auto value = [&](std::string& out) {
+            if (i + 1 >= argc) return false;
+            out = argv[++i];
+            return true;
+        };
+        std::string v;
+        if (arg == "-h" || arg == "--help") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else if (arg == "-o" || arg == "--output") {
+            if (!value(args.output)) return usage_error(arg + " needs a file name");
+        } else if (arg == "--engine-dir") {
+            if (!value(args.engine_dir)) return usage_error("--engine-dir needs a folder");
+        } else if (arg == "--tile" || arg == "--overlap" || arg == "--threads") {
+            int n = 0;
+            if (!value(v) || !parse_int(v, n)) return usage_error(arg + " needs a non-negative integer");
+            (arg == "--tile" ? args.options.tile : arg == "--overlap" ? args.options.overlap
+                                                                      : args.options.intra_op_threads) = n;
+        } else if (arg == "--backend") {
+            if (!value(v)) return usage_error("--backend needs a name");
+            if (v == "auto") args.options.backend = STRSR_BACKEND_AUTO;
+            else if (v == "onnxruntime") args.options.backend = STRSR_BACKEND_ONNXRUNTIME;
+            else if (v == "tensorrt") args.options.backend = STRSR_BACKEND_TENSORRT;
+            else return usage_error("unknown backend '" + v + "'");
+        } else if (arg == "--device") {
+            if (!value(v)) return usage_error("--device needs a name");
+            if (v == "auto") args.options.device = STRSR_DEVICE_AUTO;
+            else if (v == "cpu") args.options.device = STRSR_DEVICE_CPU;
+            else if (v == "cuda") args.options.device = STRSR_DEVICE_CUDA;
+            else if (v.rfind("cuda:", 0) == 0 && parse_int(v.substr(5), args.options.device_index))
+                args.options.device = STRSR_DEVICE_CUDA;
+            else return usage_error("unknown device '" + v + "' (auto, cpu, cuda, cuda:N)");
+        } else if (arg == "--cuda-graph") {
+            args.options.cuda_graph = 1;
+        } else if (arg == "--timing") {
+            args.timing = true;
+        } else if (!arg.empty() && arg[0] == '-') {
+            return usage_error("unknown option " + arg);
+        } else {
+            positional.push_back(arg);
+        }
+    }
+    if (positional.size() != 1) return usage_error("give exactly one input image");
+    if (args.output.empty()) return usage_error("-o OUT is required");
+    if (args.engine_dir.empty()) return usage_error("--engine-dir is required");
+    args.input = positional[0];
+    return -1;
+}
+
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The upscaled image in the source's kind: grey stays grey (mean of the three model channels, as strsr-upscale),
+// alpha is bicubic-upsampled on its own (it is not an image the model knows) and re-attached.
+strsr::ImageFile assemble(const strsr::ImageFile& source, const strsr::Planar& rgb, bool jpeg) {
+    const bool grey = source.channels <= 2;
+    const bool alpha = (source.channels == 2 || source.channels == 4) && !jpeg;
+    if (jpeg && (source.channels == 2 || source.channels == 4))
+        std::fprintf(stderr, "strsr-infer: JPEG has no alpha channel; alpha dropped\n");
+    const strsr_pixel_format format = source.bit_depth == 16 && !jpeg ? STRSR_RGB16 : STRSR_RGB8;
+    strsr::Planar out((grey ? 1 : 3) + (alpha ? 1 : 0), rgb.height, rgb.width);
+    const size_t plane = rgb.plane();
+    if (grey) {
+        for (size_t i = 0; i < plane; ++i) out.data[i] = (rgb.data[i] + rgb.data[plane + i] + rgb.data[2 * plane + i]) / 3.0f;
+    } else {
+        std::copy(rgb.data.begin(), rgb.data.end(), out.data.begin());
+    }
+    if (alpha) {
+        strsr::Planar lr_alpha(1, source.height, source.width);
+        const float peak = source.bit_depth == 16 ? 65535.0f : 255.0f;
+        const size_t channels = size_t(source.channels);
+        for (size_t i = 0; i < lr_alpha.plane(); ++i) {
+            const size_t at = i * channels + channels - 1;
+            const float sample = source.bit_depth == 16 ? float(reinterpret_cast<const uint16_t*>(source.data.data())[at])
+                                                        : float(source.data[at]);
+            lr_alpha.data[i] = sample / peak;
+        }
+        const strsr::Planar up = strsr::upsample_x4(lr_alpha);
+        std::copy(up.data.begin(), up.data.end(), out.data.begin() + std::ptrdiff_t(size_t(out.channels - 1) * plane));
+    }
+    strsr::ImageFile result;
+    result.width = out.width;
+    result.height = out.height;
+    result.channels = out.channels;
+    result.bit_depth = format == STRSR_RGB16 ? 16 : 8;
+    result.data.resize(result.row_bytes() * size_t(result.height));
+    strsr::planar_to_interleaved(out, format, result.data.data());
+    return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Args args;
+    const int stop = parse(argc, argv, args);
+    if (stop >= 0) return stop;
+    try {
+        const auto load_start = std::chrono::steady_clock::now();
+        const strsr::Session session(args.engine_dir, args.options);
+        const double load_ms = milliseconds_since(load_start);
+        try {
+            const strsr::ImageFile source = strsr::read_image(args.input);
+            const strsr_pixel_format format = source.bit_depth == 16 ? STRSR_RGB16 : STRSR_RGB8;
+            const strsr::Planar lr =
+                strsr::interleaved_to_planar(source.data.data(), source.width, source.height, source.channels, format);
+            const auto start = std::chrono::steady_clock::now();
+            strsr::Planar rgb(3, lr.height * STRSR_SCALE, lr.width * STRSR_SCALE);
+            rgb.data = session.upscale_planar(lr.data, lr.width, lr.height);
+            const double upscale_ms = milliseconds_since(start);
+            std::string suffix = std::filesystem::path(args.output).extension().string();
+            std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+            const bool jpeg = suffix == ".jpg" || suffix == ".jpeg";
+            strsr::write_image(args.output, assemble(source, rgb, jpeg));
+            if (args.timing) {
+                const strsr_info info = session.info();
+                std::fprintf(stderr, "strsr-infer: load %.1f ms, upscale %.1f ms (%dx%d -> %dx%d, %s on %s)\n",
+                             load_ms, upscale_ms, lr.width, lr.height, rgb.width, rgb.height, info.backend,
+                             info.device);
+            }
+        } catch (const strsr::ImageFileError& e) {
+            std::fprintf(stderr, "strsr-infer: %s\n", e.what());
+            return 1;
+        } catch (const strsr::RuntimeError& e) {
+            std::fprintf(stderr, "strsr-infer: %s: failed (%s)\n", args.input.c_str(), e.what());
+            return 1;
+        }
+    } catch (const strsr::RuntimeError& e) {
+        std::fprintf(stderr, "strsr-infer: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "strsr-infer: %s\n", e.what());
+        return 1;
+    }
+    std::fprintf(stderr, "strsr-infer: %s -> %s\n", args.input.c_str(), args.output.c_str());
+    return 0;
+}

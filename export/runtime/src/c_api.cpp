@@ -1,0 +1,153 @@
+// The C boundary: every entry point catches everything, maps it to a status and a thread-local message.
+#include <new>
+#include <string>
+
+#include "colour.hpp"
+#include "error.hpp"
+#include "pipeline.hpp"
+#include "resample.hpp"
+#include "strsr/strsr_runtime.h"
+
+struct strsr_session {
+    strsr::Upscaler upscaler;
+    std::string device;
+
+    strsr_session(const char* dir, const strsr_options& options) : upscaler(dir, options) {
+        device = upscaler.backend().device();
+    }
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+constexpr int kMaxSide = 1 << 15;  // LR pixels per side: keeps 4x sizes and indices far from int overflow
+
+template <typename F>
+strsr_status guarded(F&& body) noexcept {
+    try {
+        body();
+        return STRSR_OK;
+    } catch (const strsr::Error& e) {
+        last_error = e.what();
+        return e.status();
+    } catch (const std::bad_alloc&) {
+        last_error = "out of memory";
+        return STRSR_ERROR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        last_error = std::string("internal error: ") + e.what();
+        return STRSR_ERROR_INTERNAL;
+    } catch (...) {
+        last_error = "internal error: unknown exception";
+        return STRSR_ERROR_INTERNAL;
+    }
+}
+
+[[noreturn]] void invalid(const std::string& message) { throw strsr::Error(STRSR_ERROR_INVALID_ARGUMENT, message); }
+
+void check_size(int width, int height) {
+    if (width < 1 || height < 1 || width > kMaxSide || height > kMaxSide)
+        invalid("image size " + std::to_string(width) + "x" + std::to_string(height) + " must be 1.." +
+                std::to_string(kMaxSide) + " per side");
+}
+
+void check_count(const char* what, size_t got, size_t want, const char* unit) {
+    if (got != want)
+        invalid(std::string(what) + " holds " + std::to_string(got) + " " + unit + ", expected " +
+                std::to_string(want));
+}
+
+}  // namespace
+
+extern "C" {
+
+void strsr_options_init(strsr_options* options) {
+    if (!options) return;
+    *options = strsr_options{};
+    options->backend = STRSR_BACKEND_AUTO;
+    options->device = STRSR_DEVICE_AUTO;
+    options->overlap = -1;
+}
+
+strsr_status strsr_session_create(const char* engine_dir, const strsr_options* options, strsr_session** session) {
+    return guarded([&] {
+        if (!session) invalid("session out-pointer is NULL");
+        *session = nullptr;
+        if (!engine_dir || !*engine_dir) invalid("engine_dir is NULL or empty");
+        strsr_options defaults;
+        strsr_options_init(&defaults);
+        *session = new strsr_session(engine_dir, options ? *options : defaults);
+    });
+}
+
+void strsr_session_destroy(strsr_session* session) { delete session; }
+
+strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, const void* input,
+                           size_t input_bytes, int width, int height, void* output, size_t output_bytes) {
+    return guarded([&] {
+        if (!session) invalid("session is NULL");
+        if (!input || !output) invalid("input or output buffer is NULL");
+        check_size(width, height);
+        const size_t bytes = size_t(width) * size_t(height) * 3 * strsr::bytes_per_sample(format);
+        check_count("input buffer", input_bytes, bytes, "bytes");
+        check_count("output buffer", output_bytes, bytes * strsr::kScale * strsr::kScale, "bytes");
+        const strsr::Planar lr = strsr::interleaved_to_planar(input, width, height, 3, format);
+        strsr::planar_to_interleaved(session->upscaler.upscale(lr), format, output);
+    });
+}
+
+strsr_status strsr_upscale_planar(strsr_session* session, const float* input, size_t input_count, int width,
+                                  int height, float* output, size_t output_count) {
+    return guarded([&] {
+        if (!session) invalid("session is NULL");
+        if (!input || !output) invalid("input or output buffer is NULL");
+        check_size(width, height);
+        const size_t count = size_t(width) * size_t(height) * 3;
+        check_count("input buffer", input_count, count, "floats");
+        check_count("output buffer", output_count, count * strsr::kScale * strsr::kScale, "floats");
+        strsr::Planar lr(3, height, width);
+        lr.data.assign(input, input + count);
+        const strsr::Planar out = session->upscaler.upscale(lr);
+        std::copy(out.data.begin(), out.data.end(), output);
+    });
+}
+
+strsr_status strsr_session_info(const strsr_session* session, strsr_info* info) {
+    return guarded([&] {
+        if (!session || !info) invalid("session or info is NULL");
+        const strsr::Manifest& m = session->upscaler.manifest();
+        info->preset = m.preset.c_str();
+        info->family = m.family.c_str();
+        info->precision = m.precision.c_str();
+        info->backend = session->upscaler.backend().name();
+        info->device = session->device.c_str();
+        info->pixel_multiple = m.pixel_multiple;
+        info->tile = session->upscaler.tile();
+        info->overlap = session->upscaler.overlap();
+        info->t1 = m.t1;
+    });
+}
+
+const char* strsr_session_manifest(const strsr_session* session) {
+    return session ? session->upscaler.manifest().text.c_str() : nullptr;
+}
+
+const char* strsr_last_error(void) { return last_error.c_str(); }
+
+const char* strsr_status_name(strsr_status status) {
+    switch (status) {
+        case STRSR_OK: return "ok";
+        case STRSR_ERROR_INVALID_ARGUMENT: return "invalid argument";
+        case STRSR_ERROR_IO: return "I/O error";
+        case STRSR_ERROR_MANIFEST: return "manifest error";
+        case STRSR_ERROR_BACKEND: return "backend error";
+        case STRSR_ERROR_OUT_OF_MEMORY: return "out of memory";
+        case STRSR_ERROR_INTERNAL: return "internal error";
+        case STRSR_STATUS_MAX_ENUM: break;
+    }
+    return "unknown status";
+}
+
+const char* strsr_version(void) { return STRSR_VERSION; }
+
+}  // extern "C"

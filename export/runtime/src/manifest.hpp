@@ -1,0 +1,62 @@
+// manifest.json of an `strsr-export` folder (format strsr.export.v1, written by strsr/manifest.py and
+// export/cli.py), parsed and validated up front so a bad folder fails with the key at fault named.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace strsr {
+
+inline constexpr const char* kManifestFormat = "strsr.export.v1";
+inline constexpr std::array<const char*, 3> kStages = {"vae_encoder", "dit_onestep", "vae_decoder"};
+
+// One tensor dimension as the manifest records it: a fixed size, or a symbolic name for a dynamic axis.
+struct Dim {
+    int64_t size = -1;  // -1: dynamic
+    std::string name;
+    bool is_static() const { return size >= 0; }
+};
+
+struct GraphInfo {
+    std::string file;
+    std::map<std::string, std::vector<Dim>> inputs;
+    std::vector<std::string> outputs;
+};
+
+// Optional section for TensorRT engines built for one GPU architecture by one TensorRT version.
+struct TensorRtInfo {
+    std::string version;             // "10.7.0": engines only load in the TensorRT they were built with
+    std::string compute_capability;  // "9.0": engines only run on that GPU architecture
+    std::map<std::string, std::string> engines;  // stage -> engine file
+};
+
+struct Manifest {
+    std::string format;
+    std::string preset;
+    std::string family;
+    std::string precision;
+    int opset = 0;
+    int pixel_multiple = 0;
+    int tile = 0;
+    double t1 = 0.0;
+    std::string condition_file;
+    std::map<std::string, GraphInfo> graphs;
+    std::optional<TensorRtInfo> tensorrt;
+    std::string text;  // the JSON as read, for strsr_session_manifest()
+};
+
+// Parse and validate manifest text; `source` names it in errors. Throws Error(STRSR_ERROR_MANIFEST).
+Manifest parse_manifest(const std::string& text, const std::string& source);
+
+// <dir>/manifest.json, parsed; also checks that every file it names exists. Throws Error (IO or MANIFEST).
+Manifest read_manifest(const std::filesystem::path& dir);
+
+// The whole contents of a file; throws Error(STRSR_ERROR_IO) naming the path.
+std::string read_file(const std::filesystem::path& path);
+
+}  // namespace strsr

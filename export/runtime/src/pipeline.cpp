@@ -1,0 +1,92 @@
+#include "pipeline.hpp"
+
+#include <algorithm>
+
+#include "error.hpp"
+#include "resample.hpp"
+#include "tiling.hpp"
+
+namespace strsr {
+namespace {
+
+constexpr int kDefaultOverlap = 64;  // strsr-upscale's default
+
+// The condition tensor must be (1, tokens, width) with the width and any fixed sizes the DiT graph declares.
+void check_condition(const Tensor& condition, const GraphInfo& dit, const std::string& source) {
+    const std::vector<Dim>& dims = dit.inputs.at("condition");
+    bool ok = condition.shape.size() == dims.size() && !condition.shape.empty() && condition.shape[0] == 1;
+    for (size_t i = 1; ok && i < dims.size(); ++i)
+        ok = !dims[i].is_static() || dims[i].size == condition.shape[i];
+    if (!ok) {
+        std::string shape;
+        for (int64_t d : condition.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        throw Error(STRSR_ERROR_MANIFEST, source + ": condition has shape [" + shape +
+                                              "], which the DiT graph's 'condition' input does not accept");
+    }
+}
+
+std::unique_ptr<Backend> make_backend(const std::filesystem::path& dir, const Manifest& manifest,
+                                      const Tensor& condition, const strsr_options& o) {
+    BackendOptions options;
+    options.device = o.device;
+    options.device_index = o.device_index;
+    options.intra_op_threads = o.intra_op_threads;
+    options.cuda_graph = o.cuda_graph != 0;
+    options.max_contexts = o.max_contexts > 0 ? o.max_contexts : 2;
+    switch (o.backend) {
+        case STRSR_BACKEND_ONNXRUNTIME: return make_onnxruntime_backend(dir, manifest, condition, options);
+        case STRSR_BACKEND_TENSORRT: return make_tensorrt_backend(dir, manifest, condition, options);
+        case STRSR_BACKEND_AUTO:
+            if (have_tensorrt() && manifest.tensorrt && o.device != STRSR_DEVICE_CPU)
+                return make_tensorrt_backend(dir, manifest, condition, options);
+            return make_onnxruntime_backend(dir, manifest, condition, options);
+        case STRSR_BACKEND_MAX_ENUM: break;
+    }
+    throw Error(STRSR_ERROR_INVALID_ARGUMENT, "unknown backend " + std::to_string(int(o.backend)));
+}
+
+}  // namespace
+
+Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options& options)
+    : manifest_(read_manifest(engine_dir)) {
+    const int multiple = manifest_.pixel_multiple;
+    tile_ = options.tile == 0 ? manifest_.tile : options.tile;
+    overlap_ = options.overlap == -1 ? kDefaultOverlap : options.overlap;
+    if (tile_ <= 0 || tile_ % multiple || tile_ % kScale)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "tile size " + std::to_string(tile_) +
+                                                      " must be a positive multiple of " + std::to_string(multiple) +
+                                                      " and of 4");
+    if (overlap_ < 0 || overlap_ % kScale || overlap_ >= tile_)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "overlap " + std::to_string(overlap_) +
+                                                      " must be a multiple of 4 in [0, tile)");
+    const std::filesystem::path condition_path = engine_dir / manifest_.condition_file;
+    const Tensor condition = read_safetensors(condition_path, "condition");
+    check_condition(condition, manifest_.graphs.at("dit_onestep"), condition_path.string());
+    backend_ = make_backend(engine_dir, manifest_, condition, options);
+}
+
+Planar Upscaler::restore(const Planar& upsampled) const {
+    Planar padded = pad_to_multiple(upsampled, manifest_.pixel_multiple);
+    for (float& v : padded.data) v = v * 2.0f - 1.0f;
+    const Planar out = backend_->run(padded);
+    Planar result(upsampled.channels, upsampled.height, upsampled.width);
+    for (int c = 0; c < result.channels; ++c)
+        for (int y = 0; y < result.height; ++y)
+            for (int x = 0; x < result.width; ++x)
+                result.at(c, y, x) = std::min(std::max((out.at(c, y, x) + 1.0f) / 2.0f, 0.0f), 1.0f);
+    return result;
+}
+
+Planar Upscaler::upscale(const Planar& lr) const {
+    if (lr.channels != 3 || lr.height < 1 || lr.width < 1)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "expected a (3, h, w) image with h, w >= 1");
+    const int height = lr.height * kScale, width = lr.width * kScale;
+    TileBlender blender(3, height, width, overlap_);
+    for (const Tile& tile : plan_tiles(height, width, tile_, overlap_, kScale))
+        blender.add(tile, restore(upsample_x4_region(lr, tile)));
+    Planar result = blender.result();
+    for (float& v : result.data) v = std::min(std::max(v, 0.0f), 1.0f);
+    return result;
+}
+
+}  // namespace strsr

@@ -1,0 +1,112 @@
+// The C boundary without a model: every bad input returns a status and a message, never aborts; the message is
+// per thread. Runs in every configuration, with or without backends.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "check.hpp"
+#include "strsr/strsr_runtime.h"
+
+namespace {
+
+bool has(const char* message, const char* needle) { return std::strstr(message, needle) != nullptr; }
+
+// A folder that passes manifest and condition checks; its graphs are not ONNX, so backends refuse them.
+std::filesystem::path fake_export(int condition_width) {
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / "strsr_test_c_api";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "manifest.json") << R"({"format": "strsr.export.v1", "preset": "tiny", "precision": "fp32",
+      "opset": 20, "family": "flux2", "t1": 0.8, "pixel_multiple": 8, "tile": 128,
+      "condition_file": "condition.safetensors", "graphs": {
+      "vae_encoder": {"file": "e.onnx", "inputs": {"image": ["b", 3, "h", "w"]}, "outputs": ["state"]},
+      "dit_onestep": {"file": "d.onnx", "inputs": {"state": ["b", 192, "h", "w"], "condition": ["b", "l", 64]},
+                      "outputs": ["z0"]},
+      "vae_decoder": {"file": "v.onnx", "inputs": {"state": ["b", 192, "h", "w"]}, "outputs": ["image"]}}})";
+    for (const char* f : {"e.onnx", "d.onnx", "v.onnx"}) std::ofstream(dir / f) << "not an onnx graph";
+    const std::string header = R"({"condition":{"dtype":"F32","shape":[1,2,)" + std::to_string(condition_width) +
+                               R"(],"data_offsets":[0,)" + std::to_string(8 * condition_width) + "]}}";
+    std::string file(8, '\0');
+    file[0] = char(header.size());
+    file += header + std::string(size_t(8 * condition_width), '\0');
+    std::ofstream(dir / "condition.safetensors", std::ios::binary) << file;
+    return dir;
+}
+
+}  // namespace
+
+TEST(null_and_missing_arguments) {
+    strsr_session* session = reinterpret_cast<strsr_session*>(0x1);
+    CHECK_EQ(strsr_session_create(nullptr, nullptr, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(session == nullptr);
+    CHECK(has(strsr_last_error(), "engine_dir is NULL"));
+    CHECK_EQ(strsr_session_create("/x", nullptr, nullptr), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK_EQ(strsr_session_create("/nonexistent/strsr", nullptr, &session), STRSR_ERROR_IO);
+    CHECK(has(strsr_last_error(), "/nonexistent/strsr: no such export folder"));
+    uint8_t pixel[3] = {0, 0, 0};
+    uint8_t out[48];
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 1, 1, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "session is NULL"));
+    strsr_info info;
+    CHECK_EQ(strsr_session_info(nullptr, &info), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(strsr_session_manifest(nullptr) == nullptr);
+    strsr_session_destroy(nullptr);  // a no-op, like free(NULL)
+}
+
+TEST(bad_options_and_condition_are_refused_before_any_backend) {
+    const std::filesystem::path dir = fake_export(64);
+    strsr_session* session = nullptr;
+    strsr_options options;
+    strsr_options_init(&options);
+    options.tile = 60;
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "tile size 60 must be a positive multiple of 8"));
+    options.tile = 0;
+    options.overlap = 6;
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "overlap 6 must be a multiple of 4"));
+    options.overlap = 128;  // not below the manifest's tile of 128
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    const std::filesystem::path narrow = fake_export(32);
+    CHECK_EQ(strsr_session_create(narrow.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
+    CHECK(has(strsr_last_error(), "condition has shape [1, 2, 32]"));
+    CHECK(session == nullptr);
+    std::filesystem::remove_all(dir);
+}
+
+// With ONNX Runtime: it cannot parse the fake graphs; without: the build says how to add it. Either way an error.
+TEST(unloadable_graphs_are_a_backend_error) {
+    const std::filesystem::path dir = fake_export(64);
+    strsr_session* session = nullptr;
+    CHECK_EQ(strsr_session_create(dir.c_str(), nullptr, &session), STRSR_ERROR_BACKEND);
+    CHECK(has(strsr_last_error(), "ONNX Runtime"));
+    strsr_options options;
+    strsr_options_init(&options);
+    options.backend = strsr_backend(42);
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "unknown backend 42"));
+    std::filesystem::remove_all(dir);
+}
+
+TEST(last_error_is_per_thread) {
+    strsr_session* session = nullptr;
+    CHECK_EQ(strsr_session_create("/nonexistent/a", nullptr, &session), STRSR_ERROR_IO);
+    std::string other;
+    std::thread([&] {
+        other = strsr_last_error();  // nothing failed on this thread yet
+        strsr_session* s = nullptr;
+        (void)strsr_session_create("/nonexistent/b", nullptr, &s);
+    }).join();
+    CHECK(other.empty());
+    CHECK(has(strsr_last_error(), "/nonexistent/a"));
+}
+
+TEST(names_and_version) {
+    CHECK(std::strcmp(strsr_status_name(STRSR_ERROR_MANIFEST), "manifest error") == 0);
+    CHECK(std::strcmp(strsr_status_name(strsr_status(99)), "unknown status") == 0);
+    CHECK(std::strlen(strsr_version()) > 0);
+}
+
+TEST_MAIN()
