@@ -51,7 +51,8 @@ def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
     state_dims = {0: "batch", 2: "state_height", 3: "state_width"}
     if model.preset.family == "zimage":
         tile_state = (1, state_channels, tile // state_scale, tile // state_scale)
-        dit = GraphSpec("dit_onestep", {"state": tile_state, "condition": (1, 3, cond[2])}, ("z0",), {})
+        tokens = model.conditioning(1).tokens.shape[1]  # static: the very conditioning the export stores
+        dit = GraphSpec("dit_onestep", {"state": tile_state, "condition": (1, tokens, cond[2])}, ("z0",), {})
     else:
         dit = GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
                         {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}})  # fmt: skip
@@ -102,17 +103,29 @@ def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
     target = out_dir / f"{spec.name}.onnx"
     if weight_bytes < _EXTERNAL_DATA_BYTES * 0.9:
         return atomic_write(target, lambda tmp: onnx.save_model(program.model_proto, tmp))
-    # Weights go to <name>.onnx.data, which the graph names: stage both under their final names, then move
-    # the data first and the graph last, so a complete graph never points at missing weights.
+    # Weights go to <name>.onnx.data, which the graph names: stage both under their final names, then publish.
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{spec.name}."))
     try:
         program.save(str(staging / target.name), external_data=True)
-        for produced in sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx"):
-            os.chmod(produced, 0o644)
-            os.replace(produced, out_dir / produced.name)
+        publish_staged(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def publish_staged(staging: Path, out_dir: Path) -> None:
+    """Move a staged graph and its external data into `out_dir`: the data first and the graph last, so a complete
+    graph never points at missing weights."""
+    for produced in sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx"):
+        os.chmod(produced, 0o644)
+        os.replace(produced, out_dir / produced.name)
+
+
+def uses_external_data(path: Path) -> bool:
+    import onnx
+    from onnx.external_data_helper import uses_external_data as tensor_uses_external_data
+
+    return any(tensor_uses_external_data(t) for t in onnx.load(str(path), load_external_data=False).graph.initializer)
 
 
 def check_parity(model: StrSRGenerator, spec: GraphSpec, path: Path, scale: int = 2) -> float:

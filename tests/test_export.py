@@ -114,8 +114,16 @@ def test_zimage_exports_with_real_valued_rope(tmp_path):
     # the export-time RoPE swap is undone: the live model is diffusers' own again
     from diffusers.models.transformers.transformer_z_image import RopeEmbedder
 
-    resolver = SuperResolver.from_preset("tiny-zimage", device="cpu")
+    resolver = SuperResolver.from_preset("tiny-zimage", device="cpu", tile=64, overlap=16)
     assert isinstance(resolver.model.diffusers_transformer.rope_embedder, RopeEmbedder)
+    # end to end over several 64-px tiles: the static DiT graph takes the stored conditioning as it is
+    lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
+    onnx_out = SuperResolver.from_export(out, "tiny-zimage", tile=64, overlap=16).upscale_tensor(lr)
+    assert _psnr(onnx_out, resolver.upscale_tensor(lr)) >= 45  # measured 131 dB
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / (a - b).pow(2).mean()))
 
 
 def test_fp16_export_stays_close_to_fp32(tmp_path):
@@ -125,7 +133,7 @@ def test_fp16_export_stays_close_to_fp32(tmp_path):
     lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
     fp32 = SuperResolver.from_preset("tiny", device="cpu").upscale_tensor(lr)
     fp16 = SuperResolver.from_export(out, "tiny").upscale_tensor(lr)
-    psnr = 10 * torch.log10(1 / (fp32 - fp16).pow(2).mean())
+    psnr = _psnr(fp32, fp16)
     assert psnr > 50, psnr  # measured 64.4 dB on the README sample
 
 
@@ -139,3 +147,46 @@ def test_large_graphs_keep_weights_in_external_data(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dit_onestep.onnx", "dit_onestep.onnx.data"]
     assert (tmp_path / "dit_onestep.onnx.data").stat().st_size > 4 * path.stat().st_size  # weights live there
     assert check_parity(resolver.model, spec, path) <= 1e-4
+
+
+def _dequantized_matmuls(graph) -> set[str]:
+    """Names of the MatMul/Gemm nodes with an input straight from a DequantizeLinear."""
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and dequantized & set(n.input)}
+
+
+def test_fp8_export_quantises_the_blocks_and_keeps_embedders_and_modulation(exported, tmp_path):
+    from strsr.export.fp8 import high_precision_nodes
+
+    out = tmp_path / "fp8"
+    assert export_main(["--preset", "tiny", "--out", str(out), "--precision", "fp8", "--calibration-tiles", "4"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp8" and manifest["calibration"]["images"] == ["chelsea.png"]
+    summary = manifest["graphs"]["dit_onestep"]["quantization"]
+    assert summary["mode"] == "fp8_e4m3" and summary["calibration_tiles"] == 4 and summary["quantized_tensors"] > 0
+
+    graph = onnx.load(str(out / "dit_onestep.onnx")).graph
+    fp8 = onnx.TensorProto.FLOAT8E4M3FN
+    assert any(init.data_type == fp8 for init in graph.initializer)  # weights stored in FP8
+    kept = set(high_precision_nodes(exported / "dit_onestep.onnx"))  # same node names in the fp32 export
+    linears = {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.name.startswith("node_linear")}
+    quantized = _dequantized_matmuls(graph)
+    # tiny FLUX.2: timestep embedder (2), three modulations, x/context embedders, norm_out and proj_out
+    assert len(kept & linears) == 9 and not kept & quantized
+    assert linears - kept <= quantized  # every attention/MLP projection in the blocks runs in FP8
+
+    # quality cost on a real photo, reported as PSNR against the fp32 PyTorch model
+    lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
+    reference = SuperResolver.from_preset("tiny", device="cpu").upscale_tensor(lr)
+    psnr = _psnr(SuperResolver.from_export(out, "tiny").upscale_tensor(lr), reference)
+    assert psnr > 45, psnr  # measured 52-56 dB on 256-px crops of coffee, astronaut, chelsea
+
+
+def test_fp8_without_modelopt_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", None)  # makes the import fail
+    from strsr.export.fp8 import require_modelopt
+
+    with pytest.raises(SystemExit, match=r"--precision fp8 needs NVIDIA ModelOpt.*strsr\[fp8\]"):
+        require_modelopt()
