@@ -22,10 +22,10 @@ from safetensors.torch import save_file
 
 from strsr.checkpoint import CheckpointError
 from strsr.cli import sample_image
-from strsr.export.onnx_export import OPSET, check_parity, export_graph, graph_specs
+from strsr.export.onnx_export import OPSET, check_parity, export_graph, graph_specs, tile_input_shapes
 from strsr.imageio import ImageError, find_images
 from strsr.lora import merge_lora
-from strsr.manifest import FORMAT, atomic_write, is_current, tool_versions, weights_hash, write_manifest
+from strsr.manifest import FORMAT, atomic_write, is_current, read_manifest, tool_versions, weights_hash, write_manifest
 from strsr.pipeline import SuperResolver
 from strsr.presets import PRESETS
 
@@ -108,9 +108,16 @@ def export(spec: ExportSpec) -> dict:
     if spec.precision == "fp8":
         key["calibration"] = {"images": [p.name for p in spec.calibration], "tiles": spec.calibration_tiles}
     if not spec.force and is_current(spec.out, key):
-        log.info("%s is current (same weights hash and settings): nothing to do", spec.out)
-        return key
+        log.info("%s: ONNX graphs are current (same weights hash and settings)", spec.out)
+        manifest = read_manifest(spec.out)
+    else:
+        manifest = _export_onnx(model, spec, key)
+    if spec.trt:
+        manifest = _build_engines(model, spec, manifest)
+    return manifest
 
+
+def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
     condition = model.conditioning(1).tokens.detach().contiguous().float()
     atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
     graphs = {}
@@ -165,6 +172,29 @@ def _quantize_fp8(model, graph, path: Path, spec: ExportSpec) -> dict:
     return summary
 
 
+def _build_engines(model, spec: ExportSpec, manifest: dict) -> dict:
+    """TensorRT engines beside the graphs, unless the manifest records current ones for this TensorRT and GPU."""
+    import tensorrt as trt
+
+    from strsr.export.tensorrt import build_engines
+    from strsr.manifest import ManifestError
+    from strsr.trt_backend import check_engine_host, gpu_identity
+
+    section = manifest.get("tensorrt")
+    try:
+        check_engine_host(section, trt_version=trt.__version__, **gpu_identity(), where=spec.out)
+        present = all((spec.out / e["file"]).is_file() for e in section["engines"].values())
+    except ManifestError:
+        present = False
+    if present and not spec.force and section.get("weights_sha256") == manifest["weights_sha256"]:
+        log.info("%s: TensorRT engines are current for this GPU and TensorRT version", spec.out)
+        return manifest
+    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile))
+    manifest = {**manifest, "tensorrt": {**section, "weights_sha256": manifest["weights_sha256"]}}
+    write_manifest(spec.out, manifest)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     spec = parse(argv)
     # the exporter's libraries log at INFO on the root logger: keep the terminal to strsr's own lines
@@ -176,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         export(spec)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
-        return 2
-    if spec.trt:
-        log.error("TensorRT engine building is not implemented yet; the ONNX graphs are in %s", spec.out)
         return 2
     return 0
 

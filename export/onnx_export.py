@@ -40,11 +40,9 @@ def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
     Z-Image's DiT computes per-sample sequence lengths in Python, which tracing bakes in: its DiT graph is static,
     built for one `tile` x `tile` output tile at batch 1 (the VAE graphs stay dynamic).
     """
-    spec = model.preset.latents
-    multiple = spec.pixel_multiple
+    multiple = model.preset.latents.pixel_multiple
     height, width = 2 * multiple, 3 * multiple
-    state_channels = spec.channels * (4 if model.preset.family == "flux2" else 1)
-    state_scale = multiple if model.preset.family == "flux2" else spec.vae_scale
+    state_channels, state_scale = _state_geometry(model)
     state = (2, state_channels, height // state_scale, width // state_scale)
     cond = (2, 3, model.preset.condition_width)  # 3 tokens: a traced length of 1 would be specialised
     image_dims = {0: "batch", 2: "height", 3: "width"}
@@ -61,6 +59,23 @@ def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
         dit,
         GraphSpec("vae_decoder", {"state": state}, ("image",), {"state": state_dims}),
     ]
+
+
+def _state_geometry(model: StrSRGenerator) -> tuple[int, int]:
+    """Channels of the state the Euler step acts on, and pixels per state position."""
+    spec = model.preset.latents
+    if model.preset.family == "flux2":
+        return spec.channels * 4, spec.pixel_multiple  # 2x2 patchified latents
+    return spec.channels, spec.vae_scale
+
+
+def tile_input_shapes(model: StrSRGenerator, tile: int) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Each graph's input shapes for one full `tile` x `tile` output tile at batch 1 (what engines optimise for)."""
+    channels, scale = _state_geometry(model)
+    state = (1, channels, tile // scale, tile // scale)
+    condition = tuple(model.conditioning(1).tokens.shape)
+    return {"vae_encoder": {"image": (1, 3, tile, tile)}, "dit_onestep": {"state": state, "condition": condition},
+            "vae_decoder": {"state": state}}  # fmt: skip
 
 
 def _module(model: StrSRGenerator, name: str) -> torch.nn.Module:

@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"),
                    help="attention kernels: PyTorch SDPA, or strsr's Triton kernels (FLUX.2 presets, GPU)")  # fmt: skip
     p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
-                   help="torch (default), or onnx: an strsr-export folder in ONNX Runtime")  # fmt: skip
-    p.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --backend onnx")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "trt"),
+                   help="torch (default); onnx or trt: an strsr-export folder in ONNX Runtime or TensorRT")  # fmt: skip
+    p.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --backend onnx|trt")
+    p.add_argument("--cuda-graph", action="store_true", help="--backend trt: replay a CUDA graph per tile shape")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -145,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s: output folder is not writable", args.output)
         return 2
 
-    if args.backend == "onnx" and args.engine_dir is None:
-        log.error("--backend onnx needs --engine-dir (a strsr-export output folder)")
+    if args.backend != "torch" and args.engine_dir is None:
+        log.error("--backend %s needs --engine-dir (a strsr-export output folder)", args.backend)
         return 2
     try:
-        if args.backend == "onnx":
-            resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap)
+        if args.backend != "torch":
+            resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap,
+                                                 backend=args.backend, cuda_graph=args.cuda_graph)  # fmt: skip
         else:
             resolver = SuperResolver.from_preset(
                 args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint,

@@ -151,8 +151,16 @@ class SuperResolver:
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
 
     @classmethod
-    def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64):
-        """Run an `strsr-export` folder in ONNX Runtime with the same tiling and blending."""
+    def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64,
+                    backend: str = "onnx", cuda_graph: bool = False):  # fmt: skip
+        """Run an `strsr-export` folder in ONNX Runtime (`onnx`) or TensorRT (`trt`) with the same tiling and
+        blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes."""
+        if backend == "trt":
+            from strsr.trt_backend import TrtGenerator
+
+            return cls(TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph), tile=tile, overlap=overlap)
+        if backend != "onnx":
+            raise ValueError(f"unknown export backend {backend!r} (onnx or trt)")
         from strsr.onnx_backend import OnnxGenerator
 
         return cls(OnnxGenerator(engine_dir, preset), tile=tile, overlap=overlap)

@@ -1,0 +1,143 @@
+"""Run the TensorRT engines of an `strsr-export --trt` folder behind the generator interface `SuperResolver` uses.
+
+Engines run on one CUDA stream with torch tensors as their buffers. For repeated calls at one static shape (every
+full tile of an image), `cuda_graph=True` captures the three enqueues once and replays them, which removes the
+per-layer launch overhead. An engine is refused before loading when the manifest says it was built by another
+TensorRT version or for another GPU: TensorRT would fail later with a less clear message, or not at all.
+
+Written against TensorRT 10's documented Python API and run only where TensorRT and a GPU exist (tests marked `trt`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from strsr.backbones import Condition
+from strsr.manifest import ManifestError, check_manifest
+from strsr.presets import get_preset
+
+_STAGES = ("vae_encoder", "dit_onestep", "vae_decoder")
+
+
+def check_engine_host(section: dict | None, *, trt_version: str, gpu: str, compute_capability: str,
+                      where: Path) -> None:  # fmt: skip
+    """Refuse engines that were built elsewhere; the message says what differs and how to fix it."""
+    if not section:
+        raise ManifestError(f"{where}: no TensorRT engines in this export (run strsr-export --trt on this machine)")
+    rebuild = "rebuild them here with strsr-export --trt --force"
+    if section["version"] != trt_version:
+        raise ManifestError(f"{where}: engines were built with TensorRT {section['version']}, this is "
+                            f"TensorRT {trt_version}; {rebuild}")  # fmt: skip
+    if section["compute_capability"] != compute_capability or section["gpu"] != gpu:
+        raise ManifestError(f"{where}: engines were built for {section['gpu']} (sm {section['compute_capability']}), "
+                            f"this GPU is {gpu} (sm {compute_capability}); {rebuild}")  # fmt: skip
+
+
+def gpu_identity() -> dict:
+    """The current GPU's name and compute capability: an engine runs only on the architecture it was built for."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
+
+
+class TrtGenerator:
+    """The three engines as one callable: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W)."""
+
+    def __init__(self, engine_dir: str | Path, preset: str, cuda_graph: bool = False):
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise ManifestError("--backend trt needs TensorRT (pip install 'strsr[trt]'), not installed here") from None
+        if not torch.cuda.is_available():
+            raise ManifestError("--backend trt needs an NVIDIA GPU; none is visible (CUDA unavailable)")
+        self.engine_dir = Path(engine_dir)
+        manifest = check_manifest(self.engine_dir, preset=preset)
+        section = manifest.get("tensorrt")
+        check_engine_host(section, trt_version=trt.__version__, **gpu_identity(), where=self.engine_dir)
+        self.preset = get_preset(preset)
+        self.manifest = manifest
+        self.device = torch.device("cuda")
+        self.stream = torch.cuda.Stream()
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._trt = trt
+        self.engines, self.contexts = {}, {}
+        for stage in _STAGES:
+            path = self.engine_dir / section["engines"][stage]["file"]
+            if not path.is_file():
+                raise ManifestError(f"{self.engine_dir}: engine {path.name} is missing")
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise ManifestError(f"{path}: TensorRT could not load this engine (corrupt or built elsewhere)")
+            self.engines[stage] = engine
+            self.contexts[stage] = engine.create_execution_context()
+        self.condition = load_file(str(self.engine_dir / manifest["condition_file"]))["condition"].to(self.device)
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def eval(self) -> TrtGenerator:
+        return self
+
+    def conditioning(self, batch: int = 1) -> Condition:
+        return Condition(self.condition).expand(batch)
+
+    def _torch_dtype(self, engine, name: str) -> torch.dtype:
+        trt = self._trt
+        return {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16}[
+            engine.get_tensor_dtype(name)
+        ]
+
+    def _enqueue(self, stage: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """Bind inputs (cast to the engine's dtypes), allocate the output, enqueue on the stream."""
+        engine, context = self.engines[stage], self.contexts[stage]
+        keep = []
+        output_name = None
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            if engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+                tensor = inputs[name].to(self.device, self._torch_dtype(engine, name)).contiguous()
+                context.set_input_shape(name, tuple(tensor.shape))
+                context.set_tensor_address(name, tensor.data_ptr())
+                keep.append(tensor)
+            else:
+                output_name = name
+        output = torch.empty(tuple(context.get_tensor_shape(output_name)), device=self.device,
+                             dtype=self._torch_dtype(engine, output_name))  # fmt: skip
+        context.set_tensor_address(output_name, output.data_ptr())
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {stage}")
+        self._keep = keep  # inputs must outlive the enqueue
+        return output
+
+    def _pipeline(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        state = self._enqueue("vae_encoder", image=image)
+        z0 = self._enqueue("dit_onestep", state=state, condition=condition)
+        return self._enqueue("vae_decoder", state=z0)
+
+    def __call__(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+        condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0]).tokens.to(self.device)
+        image = image.to(self.device, torch.float32)
+        with torch.cuda.stream(self.stream):
+            if not self.cuda_graph:
+                out = self._pipeline(image, condition)
+            else:
+                out = self._replay(image, condition)
+        self.stream.synchronize()
+        return out.float()
+
+    def _replay(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Capture the three enqueues once per input shape, then replay with the inputs copied into place."""
+        key = (tuple(image.shape), tuple(condition.shape))
+        if key not in self._graphs:
+            static_image, static_condition = image.clone(), condition.clone()
+            self._pipeline(static_image, static_condition)  # TensorRT sets itself up before capture
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                static_out = self._pipeline(static_image, static_condition)
+            self._graphs[key] = (graph, static_image, static_condition, static_out)
+        graph, static_image, static_condition, static_out = self._graphs[key]
+        static_image.copy_(image)
+        static_condition.copy_(condition)
+        graph.replay()
+        return static_out.clone()
