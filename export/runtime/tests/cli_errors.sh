@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# strsr-infer's failures: the right exit status (1 image, 2 arguments or export folder) and a message naming the
+# problem, never a crash. Usage: cli_errors.sh INFER DATA_DIR
+set -uo pipefail
+infer=$1 data=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+expect() {  # expect STATUS MESSAGE ARGS...
+    local want=$1 needle=$2 got message
+    shift 2
+    message=$("$infer" "$@" 2>&1 >/dev/null)
+    got=$?
+    if [[ $got != "$want" || $message != *"$needle"* ]]; then
+        echo "FAILED: strsr-infer $* -> status $got, '$message' (want $want, '$needle')"
+        failures=$((failures + 1))
+    fi
+}
+printf 'not an image' > "$tmp/text.png"
+head -c 100 "$data/inputs/chelsea.png" > "$tmp/truncated.png"
+expect 1 "no such file" "$tmp/missing.png" -o "$tmp/o.png" --engine-dir "$data/export"
+expect 1 "not a PNG or JPEG image" "$tmp/text.png" -o "$tmp/o.png" --engine-dir "$data/export"
+expect 1 "truncated or corrupt PNG" "$tmp/truncated.png" -o "$tmp/o.png" --engine-dir "$data/export"
+expect 1 "unsupported suffix '.bmp'" "$data/inputs/odd.png" -o "$tmp/o.bmp" --engine-dir "$data/export"
+expect 1 "does not exist" "$data/inputs/odd.png" -o "$tmp/no/such/o.png" --engine-dir "$data/export"
+expect 2 "no such export folder" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$tmp/none"
+expect 2 "tile size 100 must be a positive multiple of 8" "$data/inputs/odd.png" -o "$tmp/o.png" \
+    --engine-dir "$data/export" --tile 100
+expect 2 "--engine-dir is required" "$data/inputs/odd.png" -o "$tmp/o.png"
+expect 2 "unknown option --bogus" --bogus
+[[ ! -e $tmp/o.png ]] || { echo "FAILED: a failed run left $tmp/o.png"; failures=$((failures + 1)); }
+exit $((failures > 0))
