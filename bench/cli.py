@@ -1,8 +1,9 @@
 """`strsr-bench`: benchmark entry point.
 
-    strsr-bench kernels [--out DIR]     fused FDL vs reference, attention vs SDPA (JSON per benchmark in DIR)
-
-The kernel benchmarks need a CUDA GPU; without one each says so and the command exits 0.
+    strsr-bench --res 1024 [--preset P] [--backends eager,compile,onnx,trt-fp16,trt-fp8] [--device cuda|cpu] ...
+        per-stage latency, throughput and memory by backend, FLOPs and fraction of peak (strsr.bench.pipeline_bench)
+    strsr-bench kernels [--out DIR]
+        fused FDL vs reference, attention vs SDPA (JSON per benchmark in DIR); without a GPU each says so, exit 0
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from strsr.bench import kernels_attention, kernels_fdl
+from strsr.bench import kernels_attention, kernels_fdl, pipeline_bench
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="strsr-bench", description="strsr benchmarks")
-    sub = p.add_subparsers(dest="command", required=True)
-    kernels = sub.add_parser("kernels", help="Triton kernels against their PyTorch references")
-    kernels.add_argument("--out", type=Path, help="folder for attention.json and fdl.json")
-    kernels.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="FDL input sides")
+def kernels_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="strsr-bench kernels", description="Triton kernels against their references")
+    p.add_argument("--out", type=Path, help="folder for attention.json and fdl.json")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="FDL input sides")
     args = p.parse_args(argv)
     attention_args = ["--json", str(args.out / "attention.json")] if args.out else []
     fdl_args = ["--sizes", *map(str, args.sizes)] + (["--json", str(args.out / "fdl.json")] if args.out else [])
     return max(kernels_attention.main(attention_args), kernels_fdl.main(fdl_args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["kernels"]:
+        return kernels_main(argv[1:])
+    return pipeline_bench.main(argv)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,13 @@ class OnnxGenerator:
     def conditioning(self, batch: int = 1) -> Condition:
         return Condition(self.condition).expand(batch)
 
-    def _run(self, stage: str, **inputs: torch.Tensor) -> np.ndarray:
+    def run_stage(self, stage: str, **inputs: torch.Tensor) -> np.ndarray:
+        """One exported stage on CPU tensors; returns its output as a NumPy array."""
         feeds = {name: tensor.detach().float().cpu().numpy() for name, tensor in inputs.items()}
         return self.sessions[stage].run(None, feeds)[0]
 
     def __call__(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
         condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0])
-        state = self._run("vae_encoder", image=image)
-        z0 = self._run("dit_onestep", state=torch.from_numpy(state), condition=condition.tokens)
-        return torch.from_numpy(self._run("vae_decoder", state=torch.from_numpy(z0)))
+        state = self.run_stage("vae_encoder", image=image)
+        z0 = self.run_stage("dit_onestep", state=torch.from_numpy(state), condition=condition.tokens)
+        return torch.from_numpy(self.run_stage("vae_decoder", state=torch.from_numpy(z0)))

@@ -110,6 +110,13 @@ class TrtGenerator:
         self._keep = keep  # inputs must outlive the enqueue
         return output
 
+    def run_stage(self, stage: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """One engine on its own, synchronised (what a per-stage benchmark times)."""
+        with torch.cuda.stream(self.stream):
+            out = self._enqueue(stage, **inputs)
+        self.stream.synchronize()
+        return out
+
     def _pipeline(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         state = self._enqueue("vae_encoder", image=image)
         z0 = self._enqueue("dit_onestep", state=state, condition=condition)

@@ -37,3 +37,43 @@ def test_attention_flop_count():
     # 4 B H N^2 D forward: at B=1, H=24, N=4608, D=128 that is 0.261 TFLOP; backward adds 2.5x
     assert attention_flops(1, 24, 4608, 128, backward=False) == 4 * 24 * 4608**2 * 128
     assert attention_flops(1, 24, 4608, 128, backward=True) == 3.5 * 4 * 24 * 4608**2 * 128
+
+
+def test_pipeline_bench_runs_every_cpu_backend_and_writes_json(tmp_path):
+    """The CI smoke run of `strsr-bench --preset tiny --device cpu --res 256` (timings are not asserted)."""
+    from strsr.bench.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["--preset", "tiny", "--device", "cpu", "--res", "256", "--repeats", "1", "--warmup", "1",
+                 "--json", str(out), "--plot", str(tmp_path / "bench.png")])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    by_backend = {r["backend"]: [] for r in results}
+    for r in results:
+        by_backend[r["backend"]].append(r)
+    for backend in ("eager", "compile", "onnx"):
+        ran = {r["stage"]: r for r in by_backend[backend] if r["status"] == "ok"}
+        assert {"vae_encode", "dit", "vae_decode", "one_pass", "upscale"} <= set(ran), backend
+        assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] for r in ran.values())
+        assert ran["dit"]["tflop"] * 1e12 == report["flops"]["dit"]  # the count the throughput is based on
+    for backend in ("trt-fp16", "trt-fp8"):  # no engines given (and no TensorRT here): listed with the reason
+        (skip,) = by_backend[backend]
+        assert skip["status"] == "skipped" and "--engines" in skip["reason"]
+    assert report["flops"]["image_tokens"] == (256 // 16) ** 2
+    assert set(report["references"]["floors_bf16_ms"]["dit"]) >= {"H100", "RTX A6000"}
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_references_peaks_and_floors():
+    from strsr.bench import references
+
+    refs = references.load()
+    assert all(peer["source"] and peer["seconds"] > 0 for peer in refs["peers"])
+    assert refs["paper"]["gpu"] == "NVIDIA RTX A6000" and refs["paper"]["seconds"] == []  # no numbers in the text
+    assert references.peak_tflops("NVIDIA H100 PCIe", "bf16", refs) == 756.0  # PCIe listed before plain H100
+    assert references.peak_tflops("NVIDIA H100 80GB HBM3", "fp8", refs) == 1978.9
+    assert references.peak_tflops("NVIDIA RTX A6000", "fp8", refs) is None  # Ampere has no FP8
+    assert references.peak_tflops("Some CPU", "bf16", refs) is None
+    # 31 TFLOP at the H100's 989.4 TFLOP/s dense bf16 peak takes 31.33 ms
+    assert abs(references.floors_ms(31e12, "bf16", refs)["H100"] - 31e12 / 989.4e12 * 1e3) < 1e-9
