@@ -1,0 +1,95 @@
+"""Tables and files for strsr-eval: per-method means shaped like the paper's Table 1, per-image CSV, JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from strsr.evaluation.metrics import MetricSpec
+
+__all__ = ["format_table", "means", "write_csv", "write_json"]
+
+
+def means(rows: Sequence[dict], columns: Sequence[MetricSpec]) -> dict[str, float]:
+    """Mean of each column over the rows, ignoring NaNs (NaN when a column has no value at all)."""
+    out = {}
+    for c in columns:
+        values = [r[c.name] for r in rows if c.name in r and not math.isnan(r[c.name])]
+        out[c.name] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def _cell(value: float, name: str) -> str:
+    if math.isnan(value):
+        return "-"
+    if name in ("psnr", "psnry") or name.startswith("grid"):
+        return f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.3f}"
+
+
+def format_table(results: dict[str, dict[str, float]], columns: Sequence[MetricSpec], counts: dict[str, int]) -> str:
+    """One row per method, one column per metric with its direction (as Table 1: PSNR↑ ... Qual.↑, then grid16↓)."""
+    headers = ["Method", "N"] + [f"{c.header}{'↓' if c.lower_better else '↑'}" for c in columns]
+    body = [[method, str(counts[method])] + [_cell(row[c.name], c.name) for c in columns]
+            for method, row in results.items()]  # fmt: skip
+    widths = [max(len(r[i]) for r in [headers, *body]) for i in range(len(headers))]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec]) -> None:
+    """One line per (method, image), then one `mean` line per method."""
+    names = [c.name for c in columns]
+
+    def write(f):
+        writer = csv.DictWriter(f, ["method", "image", *names], extrasaction="ignore", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        for method in dict.fromkeys(r["method"] for r in rows):
+            writer.writerow({"method": method, "image": "mean", **means([r for r in rows if r["method"] == method],
+                                                                      columns)})  # fmt: skip
+
+    _atomic_write(path, write)
+
+
+def write_json(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], settings: dict) -> None:
+    """{"settings", "metrics": [{name, header, lower_better, full_reference}], "means": {method: {...}}, "images"}."""
+    methods = dict.fromkeys(r["method"] for r in rows)
+    payload = {
+        "settings": settings,
+        "metrics": [{"name": c.name, "header": c.header, "lower_better": c.lower_better,
+                     "full_reference": c.full_reference} for c in columns],  # fmt: skip
+        "means": {m: means([r for r in rows if r["method"] == m], columns) for m in methods},
+        "images": list(rows),
+    }
+    text = json.dumps(_nan_to_none(payload), indent=2, default=str, allow_nan=False)
+    _atomic_write(path, lambda f: f.write(text + "\n"))
+
+
+def _nan_to_none(value):
+    """NaN is not JSON: a missing value is written as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
