@@ -126,7 +126,16 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
     const json& t1 = p.field(root, "", "t1");
     if (!t1.is_number()) p.fail("t1", "must be a number, got " + t1.dump());
     m.t1 = t1.get<double>();
-    m.condition_file = p.file(root, "", "condition_file");
+    // "conditioning": {"mode", "file"} in newer exports; older ones have only "condition_file" (null tokens).
+    if (root.contains("conditioning")) {
+        const json& c = p.object(root, "", "conditioning");
+        m.conditioning = p.string(c, "conditioning", "mode");
+        if (m.conditioning != "none" && m.conditioning != "text" && m.conditioning != "vlm")
+            p.fail("conditioning.mode", "is '" + m.conditioning + "', not none, text or vlm");
+        if (m.conditioning != "vlm") m.condition_file = p.file(c, "conditioning", "file");
+    } else {
+        m.condition_file = p.file(root, "", "condition_file");
+    }
     const json& graphs = p.object(root, "", "graphs");
     for (const char* stage : kStages) m.graphs[stage] = p.graph(graphs, stage);
     require_input(p, m.graphs["vae_encoder"], "vae_encoder", "image", 4);
@@ -166,7 +175,8 @@ Manifest read_manifest(const std::filesystem::path& dir) {
     if (!std::filesystem::exists(path, ec))
         throw Error(STRSR_ERROR_IO, path.string() + ": no export manifest (run strsr-export first)");
     Manifest m = parse_manifest(read_file(path), path.string());
-    std::vector<std::string> files = {m.condition_file};
+    std::vector<std::string> files;
+    if (!m.condition_file.empty()) files.push_back(m.condition_file);
     for (const auto& [stage, graph] : m.graphs) files.push_back(graph.file);
     std::string missing;
     for (const std::string& f : files)

@@ -44,7 +44,8 @@ struct Manifest {
     int pixel_multiple = 0;
     int tile = 0;
     double t1 = 0.0;
-    std::string condition_file;
+    std::string conditioning = "none";  // none or text: stored tokens; vlm: Qwen3-VL in PyTorch (not run here)
+    std::string condition_file;         // the stored tokens; empty for vlm
     std::map<std::string, GraphInfo> graphs;
     std::optional<TensorRtInfo> tensorrt;
     std::string text;  // the JSON as read, for strsr_session_manifest()

@@ -59,6 +59,11 @@ Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options&
     if (overlap_ < 0 || overlap_ % kScale || overlap_ >= tile_)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "overlap " + std::to_string(overlap_) +
                                                       " must be a multiple of 4 in [0, tile)");
+    if (manifest_.conditioning == "vlm")
+        throw Error(STRSR_ERROR_MANIFEST, (engine_dir / "manifest.json").string() +
+                                              ": this export is VLM-conditioned; the VLM runs only in PyTorch "
+                                              "(strsr-upscale --backend onnx --vlm), the C++ runtime takes exports "
+                                              "with none or text conditioning");
     const std::filesystem::path condition_path = engine_dir / manifest_.condition_file;
     const Tensor condition = read_safetensors(condition_path, "condition");
     check_condition(condition, manifest_.graphs.at("dit_onestep"), condition_path.string());

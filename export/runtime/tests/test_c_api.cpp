@@ -73,6 +73,15 @@ TEST(bad_options_and_condition_are_refused_before_any_backend) {
     CHECK_EQ(strsr_session_create(narrow.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
     CHECK(has(strsr_last_error(), "condition has shape [1, 2, 32]"));
     CHECK(session == nullptr);
+    std::string manifest = [&] {
+        std::ifstream in(dir / "manifest.json");
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    manifest.replace(manifest.find("\"condition_file\": \"condition.safetensors\","), 42,
+                     "\"conditioning\": {\"mode\": \"vlm\", \"prompt\": \"p\"},");
+    std::ofstream(dir / "manifest.json") << manifest;
+    CHECK_EQ(strsr_session_create(dir.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
+    CHECK(has(strsr_last_error(), "this export is VLM-conditioned"));
     std::filesystem::remove_all(dir);
 }
 

@@ -90,6 +90,23 @@ TEST(malformed_manifests_name_the_problem) {
                 "'graphs.dit_onestep.outputs' must list exactly one output name");
 }
 
+// Newer exports record how they are conditioned; older ones only name the null tokens' file.
+TEST(conditioning_section) {
+    const strsr::Manifest old_style = parse(kManifest);
+    CHECK(old_style.conditioning == "none" && old_style.condition_file == "condition.safetensors");
+    const std::string text_mode = replaced(kManifest, "\"condition_file\": \"condition.safetensors\",",
+                                           "\"conditioning\": {\"mode\": \"text\", \"file\": \"text.safetensors\"},");
+    const strsr::Manifest m = parse(text_mode);
+    CHECK(m.conditioning == "text" && m.condition_file == "text.safetensors");
+    const strsr::Manifest vlm = parse(replaced(kManifest, "\"condition_file\": \"condition.safetensors\",",
+                                               "\"conditioning\": {\"mode\": \"vlm\", \"prompt\": \"p\"},"));
+    CHECK(vlm.conditioning == "vlm" && vlm.condition_file.empty());
+    CHECK_ERROR(parse(replaced(text_mode, "\"mode\": \"text\"", "\"mode\": \"clip\"")), STRSR_ERROR_MANIFEST,
+                "'conditioning.mode' is 'clip', not none, text or vlm");
+    CHECK_ERROR(parse(replaced(text_mode, ", \"file\": \"text.safetensors\"", "")), STRSR_ERROR_MANIFEST,
+                "'conditioning.file' is missing");
+}
+
 TEST(tensorrt_section) {
     const std::string engines =
         "\"tensorrt\": {\"version\": \"10.7.0\", \"compute_capability\": \"9.0\", \"engines\": "
