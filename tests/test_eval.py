@@ -149,6 +149,17 @@ def test_user_weights_are_served_and_other_downloads_refused(tmp_path):
         pyiqa.create_metric("brisque", device="cpu")
 
 
+def test_hub_downloads_fail_at_once_not_after_retries():
+    """hyperiqa's backbone comes from the Hugging Face hub through timm: offline mode fails it without retrying."""
+    import time
+
+    suite = MetricSuite(["hyperiqa"], device=torch.device("cpu"))
+    start = time.monotonic()
+    with pytest.raises(MissingWeightsError, match="'hyperiqa' needs files from the Hugging Face hub"):
+        suite.build()
+    assert time.monotonic() - start < 10
+
+
 def test_pairing_by_name_and_its_report(folders, tmp_path):
     gt, _, noisy = folders
     pairing = pair_folders(noisy, gt)

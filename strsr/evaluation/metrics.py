@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from strsr.evaluation.weights import offline_loading, resolve_weights
+from strsr.evaluation.weights import MissingWeightsError, offline_loading, resolve_weights
 from strsr.grid_artifacts import grid_artifact_score
 
 __all__ = ["PAPER_METRICS", "WEIGHT_FREE_METRICS", "MetricSpec", "MetricSuite", "grid_name", "import_pyiqa", "spec"]
@@ -82,6 +82,12 @@ def spec(name: str) -> MetricSpec:
     return MetricSpec(name, _HEADERS.get(name, name), config["metric_mode"] == "FR", config.get("lower_better", False))
 
 
+def _hf_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 class MetricSuite:
     """Builds the requested metrics once (offline, weights checked first) and scores (pred, gt) pairs.
 
@@ -101,8 +107,6 @@ class MetricSuite:
 
     def check_weights(self) -> dict[str, str]:
         """{metric: error message} for every metric whose weight files are missing; builds nothing."""
-        from strsr.evaluation.weights import MissingWeightsError
-
         problems = {}
         for s in self.specs:
             try:
@@ -119,8 +123,14 @@ class MetricSuite:
         pyiqa = import_pyiqa()
         for s in self.specs:
             found = resolve_weights(s.name, self._weights_dirs, self._weights.get(s.name))
-            with offline_loading(s.name, found):
-                self._metrics[s.name] = pyiqa.create_metric(s.name, device=self.device)
+            try:
+                with offline_loading(s.name, found):
+                    self._metrics[s.name] = pyiqa.create_metric(s.name, device=self.device)
+            except OSError as err:  # Hugging Face in offline mode: a file missing from its cache fails at once
+                raise MissingWeightsError(
+                    f"metric {s.name!r} needs files from the Hugging Face hub that are not in its local cache "
+                    f"({_hf_cache()}): {str(err).splitlines()[0]}"
+                ) from err
 
     def columns(self, with_gt: bool) -> list[MetricSpec]:
         grid = grid_name(self.grid_period)
