@@ -57,14 +57,14 @@ def torch_stages(resolver: SuperResolver, inputs: Inputs, compiled: bool) -> Sta
     if compiled:
         mode = "reduce-overhead" if model.device.type == "cuda" else None  # reduce-overhead = CUDA graphs
         encode, step, decode = (torch.compile(f, mode=mode) for f in (codec.encode, model.one_step, codec.decode))
-    batch = inputs.image.shape[0]
+    lr_on_device = inputs.lr.to(model.device)
     with torch.no_grad():
-        condition = model.conditioning(batch)
+        condition = model.condition_for(inputs.lr.to(model.device))
         state = codec.encode(inputs.image)
         z0 = model.one_step(state, condition)
     upscaler = SuperResolver(_Stages(model, encode, step, decode), tile=resolver.tile, overlap=resolver.overlap)
     stages = {
-        "conditioning": lambda: model.conditioning(batch),
+        "conditioning": lambda: model.condition_for(lr_on_device),
         "vae_encode": lambda: encode(inputs.image),
         "dit": lambda: step(state, condition),
         "vae_decode": lambda: decode(z0),
@@ -89,36 +89,37 @@ class _Stages:
     def eval(self):
         return self
 
-    def conditioning(self, batch: int = 1):
-        return self.model.conditioning(batch)
+    def condition_for(self, lr):
+        return self.model.condition_for(lr)
 
-    def __call__(self, image, condition=None):
-        condition = condition or self.model.conditioning(image.shape[0])
+    def __call__(self, image, condition):
         return self._decode(self._step(self._encode(image), condition)).float()
 
 
-def onnx_stages(engine_dir: Path, preset: str, resolver: SuperResolver, inputs: Inputs) -> StageSet:
+def onnx_stages(engine_dir: Path, preset: str, resolver: SuperResolver, inputs: Inputs, vlm=None) -> StageSet:
     from strsr.onnx_backend import OnnxGenerator
 
-    gen = OnnxGenerator(engine_dir, preset)
+    gen = OnnxGenerator(engine_dir, preset, vlm=vlm)
     image = inputs.image.float().cpu()
-    condition = gen.conditioning(image.shape[0]).tokens
+    cond = gen.condition_for(inputs.lr)
+    condition = cond.tokens
     state = torch.from_numpy(gen.run_stage("vae_encoder", image=image))
     z0 = torch.from_numpy(gen.run_stage("dit_onestep", state=state, condition=condition))
     upscaler = SuperResolver(gen, tile=resolver.tile, overlap=resolver.overlap)
     stages = {
+        "conditioning": lambda: gen.condition_for(inputs.lr),
         "vae_encode": lambda: gen.run_stage("vae_encoder", image=image),
         "dit": lambda: gen.run_stage("dit_onestep", state=state, condition=condition),
         "vae_decode": lambda: gen.run_stage("vae_decoder", state=z0),
-        "one_pass": lambda: gen(image),
+        "one_pass": lambda: gen(image, cond),
         "upscale": lambda: upscaler.upscale_tensor(inputs.lr),
     }
     dtype = {"fp16": "fp16", "fp8": "fp8"}.get(gen.manifest["precision"], "tf32")
-    skipped = {"conditioning": "the export stores its conditioning tokens; nothing runs"}
-    return StageSet("onnx", dtype, stages, skipped, synchronous=True)
+    return StageSet("onnx", dtype, stages, synchronous=True)
 
 
-def trt_stages(backend: str, engine_dir: Path | None, preset: str, resolver: SuperResolver, inputs: Inputs) -> StageSet:
+def trt_stages(backend: str, engine_dir: Path | None, preset: str, resolver: SuperResolver, inputs: Inputs,
+               vlm=None) -> StageSet:  # fmt: skip
     precision = backend.removeprefix("trt-")
     if engine_dir is None:
         raise Unavailable(f"no engines given: strsr-export --trt --precision {precision} --out DIR, "
@@ -131,23 +132,24 @@ def trt_stages(backend: str, engine_dir: Path | None, preset: str, resolver: Sup
         raise Unavailable("TensorRT needs an NVIDIA GPU; none is visible")
     from strsr.trt_backend import TrtGenerator
 
-    gen = TrtGenerator(engine_dir, preset, cuda_graph=True)
+    gen = TrtGenerator(engine_dir, preset, cuda_graph=True, vlm=vlm)
     if gen.manifest["precision"] != precision:
         raise Unavailable(f"{engine_dir} holds {gen.manifest['precision']} engines, not {precision}")
     image = inputs.image.float()
-    condition = gen.conditioning(image.shape[0]).tokens
+    cond = gen.condition_for(inputs.lr.to(gen.device))
+    condition = cond.tokens
     state = gen.run_stage("vae_encoder", image=image)
     z0 = gen.run_stage("dit_onestep", state=state, condition=condition)
     upscaler = SuperResolver(gen, tile=resolver.tile, overlap=resolver.overlap)
     stages = {
+        "conditioning": lambda: gen.condition_for(inputs.lr.to(gen.device)),
         "vae_encode": lambda: gen.run_stage("vae_encoder", image=image),
         "dit": lambda: gen.run_stage("dit_onestep", state=state, condition=condition),
         "vae_decode": lambda: gen.run_stage("vae_decoder", state=z0),
-        "one_pass": lambda: gen(image),
+        "one_pass": lambda: gen(image, cond),
         "upscale": lambda: upscaler.upscale_tensor(inputs.lr),
     }
-    skipped = {"conditioning": "the export stores its conditioning tokens; nothing runs"}
-    return StageSet(backend, precision, stages, skipped, synchronous=True)
+    return StageSet(backend, precision, stages, synchronous=True)
 
 
 def exported_for_bench(preset: str, tile: int, weights: list[str]) -> Path:

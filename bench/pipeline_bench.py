@@ -26,6 +26,7 @@ from strsr.bench import backends as stage_sets
 from strsr.bench import references
 from strsr.bench.backends import BACKENDS, Inputs, StageSet, Unavailable
 from strsr.bench.report import environment
+from strsr.conditioning import CONDITIONING_MODES
 from strsr.lora import merge_lora
 from strsr.pipeline import SuperResolver
 from strsr.presets import PRESETS
@@ -50,6 +51,10 @@ class BenchSpec:
     warmup: int
     repeats: int
     engines: dict[str, Path]
+    conditioning: str | None
+    prompt: str
+    vlm: Path | None
+    text_encoder: Path | None
     json: Path | None
     plot: Path | None
 
@@ -72,6 +77,10 @@ def parse(argv: list[str] | None) -> BenchSpec:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--engines", nargs="+", default=[], metavar="BACKEND=DIR",
                    help="strsr-export folders per backend, e.g. onnx=exp/fp32 trt-fp16=exp/fp16 trt-fp8=exp/fp8")
+    p.add_argument("--conditioning", choices=CONDITIONING_MODES, help="default: vlm for full presets, none for tiny")
+    p.add_argument("--prompt", default="", help="prompt for text conditioning (vlm: default the official one)")
+    p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder (vlm conditioning)")
+    p.add_argument("--text-encoder", type=Path, help="folder with text_encoder/ and tokenizer/ (text conditioning)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path, help="PNG bar chart (log axis) with the reference points")
     a = p.parse_args(argv)
@@ -91,7 +100,8 @@ def parse(argv: list[str] | None) -> BenchSpec:
     if device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU is visible")
     return BenchSpec(a.preset, a.res, backends, device, a.random_weights, a.pretrained, a.checkpoint, a.batch,
-                     a.tile, a.warmup, a.repeats, engines, a.json, a.plot)  # fmt: skip
+                     a.tile, a.warmup, a.repeats, engines, a.conditioning, a.prompt, a.vlm, a.text_encoder, a.json,
+                     a.plot)  # fmt: skip
 
 
 def measure(fn, device: str, warmup: int, repeats: int, synchronous: bool) -> dict:
@@ -134,14 +144,15 @@ def measure(fn, device: str, warmup: int, repeats: int, synchronous: bool) -> di
     }
 
 
-def stage_flops(resolver: SuperResolver, spec: BenchSpec) -> dict[str, float]:
+def stage_flops(resolver: SuperResolver, spec: BenchSpec, inputs: Inputs) -> dict[str, float]:
     """Analytic FLOPs per stage for one call at the benchmark's tile and batch."""
     from strsr.bench.flops import dit_flops, vae_flops
 
     model = resolver.model
     side = min(spec.res, spec.tile)
     image_tokens = (side // TOKEN_PIXELS) ** 2
-    text_tokens = model.conditioning(1).tokens.shape[1]
+    with torch.no_grad():
+        text_tokens = model.condition_for(inputs.lr[:1].to(model.device)).tokens.shape[1]
     transformer = model.diffusers_transformer
     dit = dit_flops(dict(transformer.config), model.preset.family, image_tokens, text_tokens)["total"] * spec.batch
     encode = vae_flops(model.vae, side, side, "encode") * spec.batch
@@ -155,15 +166,19 @@ def build_stage_sets(spec: BenchSpec, resolver: SuperResolver, inputs: Inputs) -
     weights = ["--random-weights"] if spec.random_weights else []
     weights += ["--pretrained", str(spec.pretrained)] if spec.pretrained else []
     weights += ["--checkpoint", str(spec.checkpoint)] if spec.checkpoint else []
+    conditioning = {"--conditioning": spec.conditioning, "--prompt": spec.prompt, "--vlm": spec.vlm,
+                    "--text-encoder": spec.text_encoder}  # fmt: skip
+    weights += [item for flag, value in conditioning.items() if value for item in (flag, str(value))]
     for backend in spec.backends:
         try:
             if backend in ("eager", "compile"):
                 sets.append(stage_sets.torch_stages(resolver, inputs, compiled=backend == "compile"))
             elif backend == "onnx":
                 folder = spec.engines.get("onnx") or stage_sets.exported_for_bench(spec.preset, spec.tile, weights)
-                sets.append(stage_sets.onnx_stages(folder, spec.preset, resolver, inputs))
+                sets.append(stage_sets.onnx_stages(folder, spec.preset, resolver, inputs, spec.vlm))
             else:
-                sets.append(stage_sets.trt_stages(backend, spec.engines.get(backend), spec.preset, resolver, inputs))
+                sets.append(stage_sets.trt_stages(backend, spec.engines.get(backend), spec.preset, resolver, inputs,
+                                                  spec.vlm))  # fmt: skip
         except (Unavailable, ImportError, ValueError) as err:
             skipped[backend] = str(err)
             log.warning("%-9s skipped: %s", backend, err)
@@ -175,11 +190,12 @@ def run(spec: BenchSpec) -> dict:
     dtype = "bfloat16" if spec.device == "cuda" else "float32"
     resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
                                          random_weights=spec.random_weights, device=device, dtype=dtype,
-                                         tile=spec.tile)  # fmt: skip
+                                         tile=spec.tile, conditioning=spec.conditioning, prompt=spec.prompt,
+                                         vlm=spec.vlm, text_encoder=spec.text_encoder)  # fmt: skip
     # deployments run the LoRA folded in (as strsr-export does); an unmerged rank-256 adapter adds ~17% to the DiT
     resolver.model.transformer = merge_lora(resolver.model.transformer)
     inputs = Inputs.make(spec.batch, spec.res, spec.tile, device)
-    flops = stage_flops(resolver, spec)
+    flops = stage_flops(resolver, spec, inputs)
     gpu = torch.cuda.get_device_name() if spec.device == "cuda" else None
     sets, skipped = build_stage_sets(spec, resolver, inputs)
     refs = references.load()

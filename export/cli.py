@@ -22,8 +22,9 @@ from safetensors.torch import save_file
 
 from strsr.checkpoint import CheckpointError
 from strsr.cli import sample_image
+from strsr.conditioning import CONDITIONING_MODES, NullConditioning
 from strsr.export.onnx_export import OPSET, check_parity, export_graph, graph_specs, tile_input_shapes
-from strsr.imageio import ImageError, find_images
+from strsr.imageio import ImageError, find_images, load_image
 from strsr.lora import merge_lora
 from strsr.manifest import FORMAT, atomic_write, is_current, read_manifest, tool_versions, weights_hash, write_manifest
 from strsr.pipeline import SuperResolver
@@ -53,6 +54,10 @@ class ExportSpec:
     force: bool
     calibration: tuple[Path, ...]
     calibration_tiles: int
+    conditioning: str | None
+    prompt: str
+    vlm: Path | None
+    text_encoder: Path | None
 
 
 def parse(argv: list[str] | None) -> ExportSpec:
@@ -71,6 +76,10 @@ def parse(argv: list[str] | None) -> ExportSpec:
     p.add_argument("--calibration", nargs="+", default=[], metavar="LR",
                    help="LR images or folders for FP8 calibration (default: the bundled sample photo)")
     p.add_argument("--calibration-tiles", type=int, default=8, help="FP8 calibration tiles (default 8)")
+    p.add_argument("--conditioning", choices=CONDITIONING_MODES, help="default: vlm for full presets, none for tiny")
+    p.add_argument("--prompt", default="", help="prompt for text conditioning (vlm: default the official one)")
+    p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder (vlm conditioning: it stays in PyTorch)")
+    p.add_argument("--text-encoder", type=Path, help="folder with text_encoder/ and tokenizer/ (text conditioning)")
     a = p.parse_args(argv)
     if a.calibration_tiles < 1:
         p.error("--calibration-tiles must be at least 1")
@@ -79,7 +88,8 @@ def parse(argv: list[str] | None) -> ExportSpec:
     except ImageError as err:
         p.error(f"--calibration: {err}")
     return ExportSpec(a.preset, a.out, a.pretrained, a.checkpoint, a.random_weights, a.onnx or not a.trt, a.trt,
-                      a.precision, a.tile, a.force, calibration, a.calibration_tiles)  # fmt: skip
+                      a.precision, a.tile, a.force, calibration, a.calibration_tiles, a.conditioning, a.prompt, a.vlm,
+                      a.text_encoder)  # fmt: skip
 
 
 def require_tensorrt() -> None:
@@ -99,12 +109,14 @@ def export(spec: ExportSpec) -> dict:
     """Merge, export and check; returns the manifest."""
     resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
                                          random_weights=spec.random_weights, device="cpu",
-                                         dtype=_DTYPES[spec.precision])  # fmt: skip
+                                         dtype=_DTYPES[spec.precision], conditioning=spec.conditioning,
+                                         prompt=spec.prompt, vlm=spec.vlm, text_encoder=spec.text_encoder)  # fmt: skip
     model = resolver.model
     model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
     spec.out.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, "preset": spec.preset, "precision": spec.precision, "opset": OPSET,
-           "weights_sha256": weights_hash(model), "tile": spec.tile}  # fmt: skip
+           "weights_sha256": weights_hash(model), "tile": spec.tile,
+           "conditioning": _conditioning_entry(model)}  # fmt: skip
     if spec.precision == "fp8":
         key["calibration"] = {"images": [p.name for p in spec.calibration], "tiles": spec.calibration_tiles}
     if not spec.force and is_current(spec.out, key):
@@ -117,11 +129,29 @@ def export(spec: ExportSpec) -> dict:
     return manifest
 
 
+def _conditioning_entry(model) -> dict:
+    """How the exported pipeline is conditioned: stored tokens (none, text), or the VLM in PyTorch + projector."""
+    if not model.image_conditioned:
+        kind = "none" if isinstance(model.conditioning, NullConditioning) else "text"
+        return {"mode": kind, "file": "condition.safetensors"}
+    encoder = model.conditioning.encoder
+    return {"mode": "vlm", "prompt": encoder.prompt, "max_tokens": encoder.max_tokens,
+            "vlm_width": model.conditioning.adapter.vlm_width}  # fmt: skip
+
+
+def reference_condition(model, image: Path, batch: int = 1) -> torch.Tensor:
+    """The conditioning tokens for a real LR image (the VLM reads it; the other modes ignore it)."""
+    with torch.no_grad():
+        lr = load_image(image).rgb[None].to(model.device)
+        return model.condition_for(lr).tokens.detach().float().cpu().expand(batch, -1, -1).contiguous()
+
+
 def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
-    condition = model.conditioning(1).tokens.detach().contiguous().float()
-    atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
+    condition = reference_condition(model, spec.calibration[0])
+    if not model.image_conditioned:  # a fixed embedding: stored once, fed to every DiT call
+        atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
     graphs = {}
-    for graph in graph_specs(model, spec.tile):
+    for graph in graph_specs(model, spec.tile, condition.shape[1]):
         start = time.perf_counter()
         path = export_graph(model, graph, spec.out)
         seconds = time.perf_counter() - start
@@ -148,7 +178,7 @@ def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
         "t1": model.t1,
         "pixel_multiple": model.preset.latents.pixel_multiple,
         "tile": spec.tile,
-        "condition_file": "condition.safetensors",
+        **({} if model.image_conditioned else {"condition_file": "condition.safetensors"}),
         "graphs": graphs,
         "tools": tool_versions(),
     }
@@ -163,7 +193,7 @@ def _quantize_fp8(model, graph, path: Path, spec: ExportSpec) -> dict:
     start = time.perf_counter()
     crop = spec.tile if not graph.dynamic else CALIBRATION_CROP  # a static graph takes whole tiles only
     states = calibration_states(model, list(spec.calibration), crop, spec.calibration_tiles)
-    condition = model.conditioning(states.shape[0]).tokens.detach().float()
+    condition = reference_condition(model, spec.calibration[0], states.shape[0])
     summary = quantize_dit_fp8(path, {"state": states.numpy(), "condition": condition.numpy()})
     summary["max_abs_diff_vs_fp32"] = check_parity(model, graph, path)
     summary["seconds"] = time.perf_counter() - start
@@ -189,7 +219,8 @@ def _build_engines(model, spec: ExportSpec, manifest: dict) -> dict:
     if present and not spec.force and section.get("weights_sha256") == manifest["weights_sha256"]:
         log.info("%s: TensorRT engines are current for this GPU and TensorRT version", spec.out)
         return manifest
-    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile))
+    tokens = reference_condition(model, spec.calibration[0]).shape[1]
+    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile, tokens))
     manifest = {**manifest, "tensorrt": {**section, "weights_sha256": manifest["weights_sha256"]}}
     write_manifest(spec.out, manifest)
     return manifest

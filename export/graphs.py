@@ -3,6 +3,7 @@
     vae_encoder:  upsampled LR tile (B, 3, H, W) in [-1, 1] -> state (B, C, h, w)   (family normalisation included)
     dit_onestep:  state, condition tokens (B, L, D) -> z0 = state - t1 * G(state, t1, c)   (Euler step folded in)
     vae_decoder:  state -> image (B, 3, H, W), nominally in [-1, 1]
+    projector:    VLM features (B, L, W) -> condition tokens (B, L, D)   (VLM conditioning only)
 
 The state is the spatial tensor the Euler step acts on (`strsr.latents`); FLUX.2's packed tokens are its row-major
 flattening, done inside the DiT graph. Attention is always the PyTorch reference path here, never a Triton op.
@@ -47,6 +48,18 @@ class VaeDecoderGraph(nn.Module):
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(state)
+
+
+class ProjectorGraph(nn.Module):
+    """The VLM adapter (f_adapt): VLM features (B, L, W) -> conditioning tokens (B, L, D). The VLM itself stays in
+    PyTorch."""
+
+    def __init__(self, model: StrSRGenerator):
+        super().__init__()
+        self.adapter = model.conditioning.adapter
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.adapter(features)
 
 
 class Float32Flux2PosEmbed(Flux2PosEmbed):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strsr.export.graphs import DitOneStepGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
+from strsr.export.graphs import DitOneStepGraph, ProjectorGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
 from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
@@ -34,11 +34,12 @@ class GraphSpec:
     dynamic: dict[str, dict[int, str]]  # input -> {axis: dim name}; empty: a static graph for one tile shape
 
 
-def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
+def graph_specs(model: StrSRGenerator, tile: int, condition_tokens: int) -> list[GraphSpec]:
     """Example shapes: batch 2, a non-square tile, so every exported dimension stays symbolic.
 
     Z-Image's DiT computes per-sample sequence lengths in Python, which tracing bakes in: its DiT graph is static,
-    built for one `tile` x `tile` output tile at batch 1 (the VAE graphs stay dynamic).
+    built for one `tile` x `tile` output tile at batch 1 and `condition_tokens` conditioning tokens (the VAE graphs
+    stay dynamic). A VLM-conditioned model adds the adapter (`projector`: VLM features -> conditioning tokens).
     """
     multiple = model.preset.latents.pixel_multiple
     height, width = 2 * multiple, 3 * multiple
@@ -49,16 +50,20 @@ def graph_specs(model: StrSRGenerator, tile: int) -> list[GraphSpec]:
     state_dims = {0: "batch", 2: "state_height", 3: "state_width"}
     if model.preset.family == "zimage":
         tile_state = (1, state_channels, tile // state_scale, tile // state_scale)
-        tokens = model.conditioning(1).tokens.shape[1]  # static: the very conditioning the export stores
-        dit = GraphSpec("dit_onestep", {"state": tile_state, "condition": (1, tokens, cond[2])}, ("z0",), {})
+        dit = GraphSpec("dit_onestep", {"state": tile_state, "condition": (1, condition_tokens, cond[2])}, ("z0",), {})
     else:
         dit = GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
                         {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}})  # fmt: skip
-    return [
+    specs = [
         GraphSpec("vae_encoder", {"image": (2, 3, height, width)}, ("state",), {"image": image_dims}),
         dit,
         GraphSpec("vae_decoder", {"state": state}, ("image",), {"state": state_dims}),
     ]
+    if model.image_conditioned:
+        features = (2, 3, model.conditioning.adapter.vlm_width)
+        specs.append(GraphSpec("projector", {"features": features}, ("condition",),
+                               {"features": {0: "batch", 1: "condition_tokens"}}))  # fmt: skip
+    return specs
 
 
 def _state_geometry(model: StrSRGenerator) -> tuple[int, int]:
@@ -69,19 +74,22 @@ def _state_geometry(model: StrSRGenerator) -> tuple[int, int]:
     return spec.channels, spec.vae_scale
 
 
-def tile_input_shapes(model: StrSRGenerator, tile: int) -> dict[str, dict[str, tuple[int, ...]]]:
+def tile_input_shapes(model: StrSRGenerator, tile: int, condition_tokens: int) -> dict[str, dict[str, tuple]]:
     """Each graph's input shapes for one full `tile` x `tile` output tile at batch 1 (what engines optimise for)."""
     channels, scale = _state_geometry(model)
     state = (1, channels, tile // scale, tile // scale)
-    condition = tuple(model.conditioning(1).tokens.shape)
-    return {"vae_encoder": {"image": (1, 3, tile, tile)}, "dit_onestep": {"state": state, "condition": condition},
-            "vae_decoder": {"state": state}}  # fmt: skip
+    shapes = {"vae_encoder": {"image": (1, 3, tile, tile)},
+              "dit_onestep": {"state": state, "condition": (1, condition_tokens, model.preset.condition_width)},
+              "vae_decoder": {"state": state}}  # fmt: skip
+    if model.image_conditioned:
+        shapes["projector"] = {"features": (1, condition_tokens, model.conditioning.adapter.vlm_width)}
+    return shapes
 
 
 def _module(model: StrSRGenerator, name: str) -> torch.nn.Module:
-    return {"vae_encoder": VaeEncoderGraph, "dit_onestep": DitOneStepGraph, "vae_decoder": VaeDecoderGraph}[name](
-        model
-    ).eval()
+    graphs = {"vae_encoder": VaeEncoderGraph, "dit_onestep": DitOneStepGraph, "vae_decoder": VaeDecoderGraph,
+              "projector": ProjectorGraph}  # fmt: skip
+    return graphs[name](model).eval()
 
 
 def _example(spec: GraphSpec, seed: int, scale: int = 1) -> dict[str, torch.Tensor]:

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import torch
 
+from strsr.adapter import VLMConditioning, adapter_for
 from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
 from strsr.checkpoint import load_generator, read_metadata
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
 from strsr.lora import add_lora, base_transformer
 from strsr.model import StrSRGenerator
+from strsr.official_checkpoint import is_official_checkpoint, load_official_checkpoint, official_lora_rank
 from strsr.presets import Preset, get_preset
+from strsr.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 
 
 def build_generator(
@@ -28,6 +31,10 @@ def build_generator(
     seed: int = 0,
     text_encoder=None,
     tokenizer=None,
+    text_encoder_dir: str | Path | None = None,
+    vlm: str | Path | None = None,
+    vlm_encoder: VLMEncoder | None = None,
+    vlm_width: int | None = None,
     attention_backend: str = "sdpa",
 ) -> StrSRGenerator:
     """The generator for `preset`, in eval mode.
@@ -35,7 +42,12 @@ def build_generator(
     Weights come from `pretrained` (a diffusers-layout folder), or are random (`random_weights`, and always for the
     tiny presets, seeded by `seed`). `lora_rank` None uses the checkpoint's rank, else the preset's; 0 trains the
     whole transformer.
-    `conditioning="text"` encodes `prompt` once with the base text encoder (from `pretrained`, or passed in).
+    `conditioning="text"` encodes `prompt` once with the base text encoder (passed in, or from `text_encoder_dir`
+    or `pretrained`, each holding text_encoder/ and tokenizer/). `conditioning="vlm"` reads each LR image with the
+    Qwen3-VL in the local folder `vlm` (or `vlm_encoder`) and the prompt (default: the official one) through the
+    adapter; without a VLM (`vlm_width` given) the adapter takes precomputed features (conversion, export).
+    `checkpoint` is strsr's safetensors file, or a folder in the official release layout (state_dict.pth and
+    projector.pth), detected by its files.
     `attention_backend`: "sdpa" (diffusers' processors) or "triton" / "triton-fused" (strsr's kernels, the latter
     with RMSNorm and RoPE fused into the kernel); the Triton ones are wired for FLUX.2 presets.
     """
@@ -54,9 +66,14 @@ def build_generator(
             "or --random-weights"
         )
 
+    official = checkpoint is not None and is_official_checkpoint(checkpoint)
+    if official and conditioning != "vlm":
+        raise ValueError(f"{checkpoint}: an official StrSR checkpoint is trained with VLM conditioning; "
+                         f"use --conditioning vlm (not {conditioning!r})")  # fmt: skip
     if lora_rank is None and checkpoint is not None:
         # a checkpoint knows its own adapter rank (0: the whole transformer was trained)
-        lora_rank = int(read_metadata(checkpoint).get("lora_rank", preset.lora_rank))
+        lora_rank = official_lora_rank(checkpoint) if official else int(
+            read_metadata(checkpoint).get("lora_rank", preset.lora_rank))  # fmt: skip
     rank = preset.lora_rank if lora_rank is None else lora_rank
     if rank > 0:
         # Keep the preset's alpha/rank ratio (1 for every preset) when the rank is overridden.
@@ -67,12 +84,16 @@ def build_generator(
 
     if conditioning == "none":
         cond_module = NullConditioning(preset.condition_width, preset.num_null_tokens).to(device)
-    else:
+    elif conditioning == "text":
         if text_encoder is None or tokenizer is None:
-            if pretrained is None:
-                raise ValueError("text conditioning needs the base model's text encoder: pass --pretrained DIR")
-            text_encoder, tokenizer = load_text_encoder(pretrained, dtype=dtype, device=device)
+            folder = text_encoder_dir or pretrained
+            if folder is None:
+                raise ValueError("text conditioning needs the base model's text encoder: pass --pretrained DIR "
+                                 "or --text-encoder DIR")  # fmt: skip
+            text_encoder, tokenizer = load_text_encoder(folder, dtype=dtype, device=device)
         cond_module = prompt_conditioning(preset, text_encoder, tokenizer, prompt).to(device)
+    else:
+        cond_module = _vlm_conditioning(preset, vlm, vlm_encoder, vlm_width, prompt, dtype=dtype, device=device)
 
     if attention_backend != "sdpa":
         from strsr.attention_processors import set_attention_backend
@@ -82,5 +103,17 @@ def build_generator(
         set_attention_backend(base_transformer(transformer), backend, fused_prologue=fused)
     model = StrSRGenerator(preset, transformer, vae, cond_module).eval()
     if checkpoint is not None:
-        load_generator(model, checkpoint)
+        (load_official_checkpoint if official else load_generator)(model, checkpoint)
     return model
+
+
+def _vlm_conditioning(preset: Preset, folder, encoder, width, prompt: str, *, dtype, device) -> VLMConditioning:
+    if encoder is None and folder is not None:
+        # the VLM only reads images: its features are cast to the adapter, which trains in float32
+        encoder = VLMEncoder.from_pretrained(folder, dtype=dtype, device=device, prompt=prompt or DEFAULT_VLM_PROMPT)
+    if encoder is None and width is None:
+        raise ValueError("VLM conditioning needs a local Qwen3-VL folder: pass --vlm DIR "
+                         "(or --conditioning text|none)")  # fmt: skip
+    with torch.device(device):
+        adapter = adapter_for(preset, encoder.width if encoder is not None else width)
+    return VLMConditioning(adapter, encoder)

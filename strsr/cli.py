@@ -43,10 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
     p.add_argument("--pretrained", type=Path, help="local diffusers folder of the base model (transformer/, vae/...)")
-    p.add_argument("--checkpoint", type=Path, help="strsr generator checkpoint (.safetensors)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="strsr generator checkpoint (.safetensors), or an official StrSR folder (state_dict.pth)")
     p.add_argument("--random-weights", action="store_true", help="random weights (benchmarks); no --pretrained")
-    p.add_argument("--conditioning", default="none", choices=CONDITIONING_MODES)
-    p.add_argument("--prompt", default="", help="prompt for --conditioning text")
+    p.add_argument("--conditioning", choices=CONDITIONING_MODES,
+                   help="vlm (default for full presets), text, or none (default for tiny presets)")
+    p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder, for --conditioning vlm")
+    p.add_argument("--text-encoder", type=Path,
+                   help="folder with text_encoder/ and tokenizer/ for --conditioning text (default: --pretrained)")
+    p.add_argument("--prompt", default="", help="prompt for --conditioning text (vlm: default the official one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024)")
@@ -152,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.backend != "torch":
             resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap,
-                                                 backend=args.backend, cuda_graph=args.cuda_graph)  # fmt: skip
+                                                 backend=args.backend, cuda_graph=args.cuda_graph,
+                                                 vlm=args.vlm)  # fmt: skip
         else:
             resolver = SuperResolver.from_preset(
                 args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint,
                 random_weights=args.random_weights, conditioning=args.conditioning, prompt=args.prompt,
+                vlm=args.vlm, text_encoder=args.text_encoder,
                 device=_device_for_rank(args.device), dtype=args.dtype, tile=args.tile, overlap=args.overlap,
                 seed=args.seed, attention_backend=args.attention,
             )  # fmt: skip

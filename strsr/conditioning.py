@@ -1,8 +1,8 @@
 """Conditioning for the DiT: a learned null embedding, or the base model's own text encoder on a fixed prompt.
 
 Both produce a `Condition` in the transformer's conditioning width. A prompt is encoded once and kept as a buffer,
-so the text encoder can be freed before any image is processed. The VLM dual encoder (paper Eq. 5) plugs in here as
-a third module producing a per-image `Condition`.
+so the text encoder can be freed before any image is processed. The VLM dual encoder (paper Eq. 5, `strsr.adapter`)
+is the third mode: a per-image `Condition` from the LR image.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from torch import nn
 from strsr.backbones import Condition, MissingWeightsError
 from strsr.presets import Preset
 
-ConditioningMode = Literal["none", "text"]
-CONDITIONING_MODES = ("none", "text")
+# The paper's three ablation arms: the VLM dual encoder (Eq. 5), the base model's text encoder on a fixed prompt,
+# and no prompt (a learned null embedding).
+ConditioningMode = Literal["vlm", "text", "none"]
+CONDITIONING_MODES = ("vlm", "text", "none")
+
+
+def default_conditioning(preset: Preset) -> str:
+    """The paper's setting for full backbones; the tiny presets were trained without a prompt."""
+    return "none" if preset.tiny else "vlm"
 
 
 class NullConditioning(nn.Module):

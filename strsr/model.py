@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from strsr.adapter import VLMConditioning
 from strsr.autoencoders import Autoencoder
 from strsr.backbones import Condition, predict_velocity
 from strsr.latents import LatentCodec
@@ -23,7 +24,8 @@ class StrSRGenerator(nn.Module):
     restored image of the same size (float32, not clamped).
 
     transformer:  the diffusers transformer, possibly wrapped by peft (LoRA).
-    conditioning: a module whose `forward(batch)` returns a `Condition` (null embedding, prompt, ...).
+    conditioning: a module returning a `Condition`: from the batch size (null embedding, prompt), or from the LR
+                  images themselves (`VLMConditioning`); `condition_for(lr)` calls either.
     """
 
     def __init__(self, preset: Preset, transformer: nn.Module, vae: Autoencoder, conditioning: nn.Module):
@@ -53,8 +55,19 @@ class StrSRGenerator(nn.Module):
         """z0 = z_LR - t1 * G(z_LR, t1, c), on the state tensor (B, C, h, w), float32."""
         return state - self.t1 * self.velocity(state, condition)
 
+    @property
+    def image_conditioned(self) -> bool:
+        """True when the conditioning reads the LR image (the VLM dual encoder)."""
+        return isinstance(self.conditioning, VLMConditioning)
+
+    def condition_for(self, lr: torch.Tensor) -> Condition:
+        """The conditioning for LR images (B, 3, h, w) in [0, 1], before upsampling; once per image, not per tile."""
+        return self.conditioning(lr) if self.image_conditioned else self.conditioning(lr.shape[0])
+
     def forward(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
         if condition is None:
+            if self.image_conditioned:
+                raise ValueError("VLM conditioning reads the LR image: pass condition=model.condition_for(lr)")
             condition = self.conditioning(image.shape[0])
         state = self.codec.encode(image)
         return self.codec.decode(self.one_step(state, condition)).float()

@@ -14,10 +14,7 @@ reported in one `CheckpointError` before any tensor is copied.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from strsr.adapter import VLMAdapter
 from strsr.checkpoint import FORMAT, CheckpointError, _describe, read_metadata
+from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
 STATE_DICT = "state_dict.pth"
@@ -163,26 +161,12 @@ def load_official_checkpoint(model: StrSRGenerator, path: str | Path) -> None:
             params[name].copy_(tensor)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file in the same folder and rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_official(tensors: dict[str, torch.Tensor], layout: OfficialLayout, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for file, names in ((STATE_DICT, layout.lora), (PROJECTOR, layout.projector)):
         data = {key: tensors[name].detach().contiguous().cpu() for name, key in names.items()}
-        _atomic_write(out_dir / file, lambda tmp, data=data: torch.save(data, tmp))
+        atomic_write(out_dir / file, lambda tmp, data=data: torch.save(data, tmp))
     return out_dir
 
 
@@ -195,7 +179,7 @@ def official_to_strsr(src: str | Path, dst: str | Path, template: StrSRGenerator
     """Convert an official folder into a strsr .safetensors checkpoint for models built like `template`."""
     tensors = read_official_checkpoint(src, official_layout(template))
     data = {name: t.contiguous() for name, t in tensors.items()}
-    return _atomic_write(Path(dst), lambda tmp: save_file(data, tmp, metadata=_describe(template)))
+    return atomic_write(Path(dst), lambda tmp: save_file(data, tmp, metadata=_describe(template)))
 
 
 def strsr_to_official(src: str | Path, dst: str | Path, template: StrSRGenerator) -> Path:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from strsr.backbones import Condition
+from strsr.exported_conditioning import ExportedConditioning
 from strsr.manifest import ManifestError, check_manifest
 from strsr.presets import get_preset
 
@@ -22,7 +22,8 @@ class OnnxGenerator:
 
     device = torch.device("cpu")
 
-    def __init__(self, engine_dir: str | Path, preset: str, providers: list[str] | None = None):
+    def __init__(self, engine_dir: str | Path, preset: str, providers: list[str] | None = None,
+                 vlm: str | Path | None = None):  # fmt: skip
         import onnxruntime as ort
 
         self.engine_dir = Path(engine_dir)
@@ -36,15 +37,16 @@ class OnnxGenerator:
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.sessions = {
             stage: ort.InferenceSession(str(self.engine_dir / manifest["graphs"][stage]["file"]), providers=providers)
-            for stage in _STAGES
+            for stage in (*_STAGES, *(["projector"] if "projector" in manifest["graphs"] else []))
         }
-        self.condition = load_file(str(self.engine_dir / manifest["condition_file"]))["condition"]
+        project = lambda features: torch.from_numpy(self.run_stage("projector", features=features))  # noqa: E731
+        self.conditioning = ExportedConditioning(self.engine_dir, manifest, project, vlm)
 
     def eval(self) -> OnnxGenerator:
         return self
 
-    def conditioning(self, batch: int = 1) -> Condition:
-        return Condition(self.condition).expand(batch)
+    def condition_for(self, lr: torch.Tensor) -> Condition:
+        return self.conditioning.condition_for(lr)
 
     def run_stage(self, stage: str, **inputs: torch.Tensor) -> np.ndarray:
         """One exported stage on CPU tensors; returns its output as a NumPy array."""

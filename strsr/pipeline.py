@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from strsr.build import build_generator
+from strsr.conditioning import default_conditioning
 from strsr.imageio import LoadedImage, image_from_pil
 from strsr.model import StrSRGenerator
 from strsr.presets import get_preset
@@ -130,8 +131,10 @@ class SuperResolver:
         pretrained: str | Path | None = None,
         checkpoint: str | Path | None = None,
         random_weights: bool = False,
-        conditioning: str = "none",
+        conditioning: str | None = None,
         prompt: str = "",
+        vlm: str | Path | None = None,
+        text_encoder: str | Path | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         tile: int = 1024,
@@ -139,31 +142,36 @@ class SuperResolver:
         seed: int = 0,
         attention_backend: str = "sdpa",
     ) -> SuperResolver:
+        """`conditioning` None: the preset's default (vlm for full backbones, none for tiny); `vlm` and
+        `text_encoder` are local folders for the vlm and text modes."""
         device = resolve_device(device)
-        if checkpoint is None and pretrained is None and not random_weights:
+        conditioning = conditioning or default_conditioning(get_preset(preset))
+        bundled_fits = conditioning == default_conditioning(get_preset(preset))  # the bundled model has no prompt
+        if checkpoint is None and pretrained is None and not random_weights and bundled_fits:
             checkpoint = bundled_weights(get_preset(preset))  # the trained tiny model ships with strsr
         model = build_generator(
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
-            attention_backend=attention_backend,
+            attention_backend=attention_backend, vlm=vlm, text_encoder_dir=text_encoder,
         )  # fmt: skip
         random = checkpoint is None and pretrained is None
         return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
 
     @classmethod
     def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64,
-                    backend: str = "onnx", cuda_graph: bool = False):  # fmt: skip
+                    backend: str = "onnx", cuda_graph: bool = False, vlm: str | Path | None = None):  # fmt: skip
         """Run an `strsr-export` folder in ONNX Runtime (`onnx`) or TensorRT (`trt`) with the same tiling and
-        blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes."""
+        blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes; `vlm` is the
+        Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in PyTorch)."""
         if backend == "trt":
             from strsr.trt_backend import TrtGenerator
 
-            return cls(TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph), tile=tile, overlap=overlap)
+            return cls(TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm), tile=tile, overlap=overlap)
         if backend != "onnx":
             raise ValueError(f"unknown export backend {backend!r} (onnx or trt)")
         from strsr.onnx_backend import OnnxGenerator
 
-        return cls(OnnxGenerator(engine_dir, preset), tile=tile, overlap=overlap)
+        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm), tile=tile, overlap=overlap)
 
     @property
     def device(self) -> torch.device:
@@ -190,7 +198,7 @@ class SuperResolver:
         batch, _, h, w = lr.shape
         height, width = h * SCALE, w * SCALE
         tiles = plan_tiles(height, width, self.tile, self.overlap, align=SCALE)
-        condition = self.model.conditioning(batch)  # once per image, not per tile
+        condition = self.model.condition_for(lr)  # once per image, not per tile
         blender = TileBlender(batch, 3, height, width, self.overlap)
         if progress is not None:
             progress(len(tiles))

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from strsr.backbones import Condition
+from strsr.exported_conditioning import ExportedConditioning
 from strsr.manifest import ManifestError, check_manifest
 from strsr.presets import get_preset
 
@@ -45,7 +45,7 @@ def gpu_identity() -> dict:
 class TrtGenerator:
     """The three engines as one callable: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W)."""
 
-    def __init__(self, engine_dir: str | Path, preset: str, cuda_graph: bool = False):
+    def __init__(self, engine_dir: str | Path, preset: str, cuda_graph: bool = False, vlm: str | Path | None = None):
         try:
             import tensorrt as trt
         except ImportError:
@@ -63,7 +63,7 @@ class TrtGenerator:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._trt = trt
         self.engines, self.contexts = {}, {}
-        for stage in _STAGES:
+        for stage in (*_STAGES, *(["projector"] if "projector" in section["engines"] else [])):
             path = self.engine_dir / section["engines"][stage]["file"]
             if not path.is_file():
                 raise ManifestError(f"{self.engine_dir}: engine {path.name} is missing")
@@ -72,15 +72,16 @@ class TrtGenerator:
                 raise ManifestError(f"{path}: TensorRT could not load this engine (corrupt or built elsewhere)")
             self.engines[stage] = engine
             self.contexts[stage] = engine.create_execution_context()
-        self.condition = load_file(str(self.engine_dir / manifest["condition_file"]))["condition"].to(self.device)
+        project = lambda features: self.run_stage("projector", features=features).float()  # noqa: E731
+        self.conditioning = ExportedConditioning(self.engine_dir, manifest, project, vlm, device=self.device)
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def eval(self) -> TrtGenerator:
         return self
 
-    def conditioning(self, batch: int = 1) -> Condition:
-        return Condition(self.condition).expand(batch)
+    def condition_for(self, lr: torch.Tensor) -> Condition:
+        return self.conditioning.condition_for(lr)
 
     def _torch_dtype(self, engine, name: str) -> torch.dtype:
         trt = self._trt

@@ -16,11 +16,25 @@ if os.environ.get("STRSR_TEST_ON_GPU") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("STRSR_KERNEL_BACKEND", "reference")
 
+import re  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from diffusers import AutoencoderKL, AutoencoderKLFlux2  # noqa: E402
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import (  # noqa: E402
+    PreTrainedTokenizerFast,
+    Qwen2VLImageProcessor,
+    Qwen3Config,
+    Qwen3Model,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+)
 
 from strsr.presets import TINY, TINY_ZIMAGE, LatentSpec, Preset  # noqa: E402
+from strsr.vlm import DEFAULT_VLM_PROMPT  # noqa: E402
 
 TINY_VAE_CONFIG = dict(
     block_out_channels=(32, 32),
@@ -108,3 +122,130 @@ def kernel_device():
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1 set before triton is imported")
     return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------- tiny Qwen3-VL and Qwen3
+
+VLM_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+           "<|video_pad|>"]  # fmt: skip
+# Qwen's template shape: user turn = image placeholder then the prompt, then the generation prompt.
+VLM_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}{% else %}"
+    "{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PATCH, MERGE, TEMPORAL = 4, 2, 2
+VLM_WIDTH = 32
+
+
+def _vlm_tokenizer():
+    """A word-level tokenizer over the default prompt's words and the Qwen3-VL special tokens; no hub files."""
+    words = ["[UNK]", "\n", "user", "assistant", *dict.fromkeys(re.findall(r"\w+|[^\w\s]", DEFAULT_VLM_PROMPT))]
+    vocab = {w: i for i, w in enumerate(words + VLM_SPECIAL)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"), pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), "isolated")]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<|endoftext|>",
+        additional_special_tokens=VLM_SPECIAL[1:],
+    )
+    tok.chat_template = VLM_CHAT_TEMPLATE
+    return tok
+
+
+def _vlm_processor():
+    images = Qwen2VLImageProcessor(
+        patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        size={"shortest_edge": 8 * 8, "longest_edge": 48 * 48},
+    )  # fmt: skip
+    videos = Qwen3VLVideoProcessor(patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE)
+    return Qwen3VLProcessor(image_processor=images, tokenizer=_vlm_tokenizer(), video_processor=videos,
+                            chat_template=VLM_CHAT_TEMPLATE)  # fmt: skip
+
+
+def _vlm_model(tokenizer, seed=0):
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in VLM_SPECIAL}
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=VLM_WIDTH, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                             "mrope_interleaved": True},
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=MERGE,
+            temporal_patch_size=TEMPORAL, out_hidden_size=VLM_WIDTH, num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return Qwen3VLForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm():
+    """A tiny random Qwen3-VL (model, processor): real transformers classes, offline tokenizer and processor."""
+    processor = _vlm_processor()
+    return _vlm_model(processor.tokenizer), processor
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_processor_factory():
+    return _vlm_processor
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tiny_vlm, tmp_path_factory):
+    """The tiny Qwen3-VL saved as a local folder, as `--vlm DIR` expects."""
+    folder = tmp_path_factory.mktemp("qwen3vl")
+    model, processor = tiny_vlm
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+TEXT_WORDS = ("<pad> <unk> <|im_start|> <|im_end|> <think> </think> user assistant "
+              "a sharp photo of cat on the sofa").split()
+TEXT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|> assistant {% if not enable_thinking %}<think> </think> {% endif %}"
+    "{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_tokenizer():
+    """A word-level tokenizer with a Qwen-shaped chat template; no hub files."""
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TEXT_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
+    tok.chat_template = TEXT_CHAT_TEMPLATE
+    return tok
+
+
+def _tiny_qwen3(hidden: int, layers: int = 3, seed: int = 0) -> Qwen3Model:
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(TEXT_WORDS), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+    )  # fmt: skip
+    return Qwen3Model(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3():
+    """`tiny_qwen3(hidden)`: a tiny random Qwen3 text encoder."""
+    return _tiny_qwen3
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder_dir(tiny_text_tokenizer, tmp_path_factory):
+    """A folder with text_encoder/ and tokenizer/ whose embeddings fit the tiny FLUX.2 preset (2 layers x 32)."""
+    folder = tmp_path_factory.mktemp("text")
+    _tiny_qwen3(32).save_pretrained(folder / "text_encoder")
+    tiny_text_tokenizer.save_pretrained(folder / "tokenizer")
+    return folder

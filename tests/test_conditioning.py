@@ -3,40 +3,18 @@
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
 from strsr.build import build_generator
 from strsr.conditioning import encode_prompt_flux2, encode_prompt_zimage
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|> assistant {% if not enable_thinking %}<think> </think> {% endif %}"
-    "{% endif %}"
-)
-WORDS = "<pad> <unk> <|im_start|> <|im_end|> <think> </think> user assistant a sharp photo of cat on the sofa".split()
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
+def tokenizer(tiny_text_tokenizer):
+    return tiny_text_tokenizer
 
 
-def _qwen3(hidden, layers=3, seed=0):
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=len(WORDS), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
-    )  # fmt: skip
-    return Qwen3Model(config).eval()
-
-
-def test_flux2_prompt_is_concatenated_layers_over_the_padded_chat(tokenizer):
-    encoder = _qwen3(32)
+def test_flux2_prompt_is_concatenated_layers_over_the_padded_chat(tiny_qwen3, tokenizer):
+    encoder = tiny_qwen3(32)
     cond = encode_prompt_flux2(encoder, tokenizer, "a sharp photo of cat", layers=(1, 2), max_length=24)
     text = tokenizer.apply_chat_template([{"role": "user", "content": "a sharp photo of cat"}], tokenize=False,
                                          add_generation_prompt=True, enable_thinking=False)  # fmt: skip
@@ -48,8 +26,8 @@ def test_flux2_prompt_is_concatenated_layers_over_the_padded_chat(tokenizer):
     assert cond.mask is None  # FLUX.2 klein attends to the padded prompt unmasked
 
 
-def test_zimage_prompt_matches_the_zimage_pipeline(tokenizer):
-    encoder = _qwen3(64)
+def test_zimage_prompt_matches_the_zimage_pipeline(tiny_qwen3, tokenizer):
+    encoder = tiny_qwen3(64)
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=encoder, tokenizer=tokenizer,
         transformer=build_generator("tiny-zimage").diffusers_transformer,
@@ -61,8 +39,8 @@ def test_zimage_prompt_matches_the_zimage_pipeline(tokenizer):
 
 
 @pytest.mark.parametrize("name,hidden", [("tiny", 32), ("tiny-zimage", 64)])
-def test_text_conditioned_generator_runs_and_depends_on_the_prompt(name, hidden, tokenizer):
-    encoder = _qwen3(hidden)
+def test_text_conditioned_generator_runs_and_depends_on_the_prompt(tiny_qwen3, name, hidden, tokenizer):
+    encoder = tiny_qwen3(hidden)
     image = torch.rand(1, 3, 16, 16) * 2 - 1
     outs = []
     for prompt in ("a sharp photo of cat", "the sofa"):
@@ -73,9 +51,9 @@ def test_text_conditioned_generator_runs_and_depends_on_the_prompt(name, hidden,
     assert (outs[0] - outs[1]).abs().max() > 1e-4
 
 
-def test_text_conditioning_width_mismatch_is_a_clear_error(tokenizer):
+def test_text_conditioning_width_mismatch_is_a_clear_error(tiny_qwen3, tokenizer):
     with pytest.raises(ValueError, match="48-wide embeddings.*expects 64"):
-        build_generator("tiny", conditioning="text", text_encoder=_qwen3(24), tokenizer=tokenizer)
+        build_generator("tiny", conditioning="text", text_encoder=tiny_qwen3(24), tokenizer=tokenizer)
 
 
 def test_text_conditioning_without_an_encoder_names_the_fix():

@@ -40,7 +40,7 @@ def test_manifest_contents(exported):
 
 def test_graphs_match_pytorch_at_other_sizes(exported):
     resolver = SuperResolver.from_preset("tiny", device="cpu")
-    for spec in graph_specs(resolver.model, 1024):
+    for spec in graph_specs(resolver.model, 1024, condition_tokens=1):
         for scale in (1, 3):  # the traced spatial size, and 3x it
             assert check_parity(resolver.model, spec, exported / f"{spec.name}.onnx", scale=scale) <= 1e-4
 
@@ -142,7 +142,7 @@ def test_large_graphs_keep_weights_in_external_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_BYTES", 1)  # treat the tiny DiT as a >2 GB one
     resolver = SuperResolver.from_preset("tiny", device="cpu")
-    spec = next(g for g in graph_specs(resolver.model, 1024) if g.name == "dit_onestep")
+    spec = next(g for g in graph_specs(resolver.model, 1024, condition_tokens=1) if g.name == "dit_onestep")
     path = onnx_export.export_graph(resolver.model, spec, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dit_onestep.onnx", "dit_onestep.onnx.data"]
     assert (tmp_path / "dit_onestep.onnx.data").stat().st_size > 4 * path.stat().st_size  # weights live there

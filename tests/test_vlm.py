@@ -4,93 +4,18 @@ import re
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-from transformers import (
-    PreTrainedTokenizerFast,
-    Qwen2VLImageProcessor,
-    Qwen3VLConfig,
-    Qwen3VLForConditionalGeneration,
-    Qwen3VLProcessor,
-    Qwen3VLVideoProcessor,
-)
 
 from strsr.adapter import VLMAdapter, VLMConditioning, adapter_for
 from strsr.backbones import MissingWeightsError, build_transformer, predict_velocity
 from strsr.presets import get_preset
 from strsr.vlm import DEFAULT_VLM_PROMPT, MAX_VLM_TOKENS, VLMEncoder, load_vlm, text_positions
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-           "<|video_pad|>"]  # fmt: skip
-# Qwen's template shape: user turn = image placeholder then the prompt, then the generation prompt.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}{% else %}"
-    "{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-PATCH, MERGE, TEMPORAL = 4, 2, 2
-WIDTH = 32
-
-
-def _tokenizer():
-    """A word-level tokenizer over the default prompt's words and the Qwen3-VL special tokens; no hub files."""
-    words = ["[UNK]", "\n", "user", "assistant", *dict.fromkeys(re.findall(r"\w+|[^\w\s]", DEFAULT_VLM_PROMPT))]
-    vocab = {w: i for i, w in enumerate(words + SPECIAL)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"), pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), "isolated")]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="<|endoftext|>", additional_special_tokens=SPECIAL[1:]
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def _processor():
-    images = Qwen2VLImageProcessor(
-        patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-        size={"shortest_edge": 8 * 8, "longest_edge": 48 * 48},
-    )  # fmt: skip
-    videos = Qwen3VLVideoProcessor(patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE)
-    return Qwen3VLProcessor(image_processor=images, tokenizer=_tokenizer(), video_processor=videos,
-                            chat_template=CHAT_TEMPLATE)  # fmt: skip
-
-
-def _model(tokenizer, seed=0):
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
-                             "mrope_interleaved": True},
-        ),
-        vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=MERGE,
-            temporal_patch_size=TEMPORAL, out_hidden_size=WIDTH, num_position_embeddings=64,
-            deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    return Qwen3VLForConditionalGeneration(config).eval()
+WIDTH = 32  # the text width of conftest's tiny Qwen3-VL
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm():
-    processor = _processor()
-    return _model(processor.tokenizer), processor
-
-
-@pytest.fixture(scope="module")
-def vlm_folder(tiny_vlm, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qwen3vl")
-    model, processor = tiny_vlm
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def vlm_folder(tiny_vlm_dir):
+    return tiny_vlm_dir
 
 
 def _lr(seed, h=20, w=28, batch=1):
@@ -223,9 +148,9 @@ def test_missing_files_are_named(vlm_folder, tmp_path):
             load_vlm(partial)
 
 
-def test_processor_of_another_model_is_refused(tiny_vlm):
+def test_processor_of_another_model_is_refused(tiny_vlm, tiny_vlm_processor_factory):
     model, processor = tiny_vlm
-    other = _processor()
+    other = tiny_vlm_processor_factory()
     other.image_processor.patch_size = 14
     with pytest.raises(ValueError, match="patch/merge/temporal"):
         VLMEncoder(model, other)

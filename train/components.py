@@ -32,6 +32,7 @@ def build_components(config: TrainConfig, device: torch.device) -> Components:
     generator = build_generator(
         model_cfg.preset, pretrained=model_cfg.pretrained, checkpoint=model_cfg.init_checkpoint,
         conditioning=model_cfg.conditioning, prompt=model_cfg.prompt, lora_rank=model_cfg.lora_rank,
+        vlm=model_cfg.vlm, text_encoder_dir=model_cfg.text_encoder,
         device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, seed=config.run.seed,
         attention_backend=model_cfg.attention_backend,
     )  # fmt: skip
@@ -64,11 +65,21 @@ def build_components(config: TrainConfig, device: torch.device) -> Components:
             input_range=loss_cfg.fdl_input_range,
         ).to(device)  # fmt: skip
 
-    trainable = [p for p in generator.parameters() if p.requires_grad]
-    opt_g = _adamw(trainable, config.optim.lr_g, config)
+    opt_g = _adamw(_generator_groups(generator, config), config.optim.lr_g, config)
 
     degradation, queue = _degradation(config)
     return Components(generator, discriminator, lpips, fdl, weights, opt_g, opt_d, degradation, queue)
+
+
+def _generator_groups(generator, config: TrainConfig) -> list[dict]:
+    """The DiT's trainable parameters (LoRA, null embedding), and the VLM adapter in its own learning-rate group."""
+    adapter = generator.conditioning.adapter if generator.image_conditioned else None
+    in_adapter = {id(p) for p in adapter.parameters()} if adapter is not None else set()
+    groups = [{"params": [p for p in generator.parameters() if p.requires_grad and id(p) not in in_adapter]}]
+    if adapter is not None:
+        lr = config.optim.lr_adapter if config.optim.lr_adapter is not None else config.optim.lr_g
+        groups.append({"params": [p for p in adapter.parameters() if p.requires_grad], "lr": lr})
+    return [g for g in groups if g["params"]]
 
 
 def _adamw(params, lr: float, config: TrainConfig) -> torch.optim.Optimizer:

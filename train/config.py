@@ -23,8 +23,10 @@ class ModelConfig:
     preset: str = "tiny"
     pretrained: str | None = None  # local diffusers folder of the base model
     lora_rank: int | None = None  # None: the preset's (256 for full presets); 0: train the whole transformer
-    conditioning: str = "none"
-    prompt: str = ""
+    conditioning: str = "none"  # "vlm" (the paper's dual encoder), "text" or "none"
+    prompt: str = ""  # text mode: the prompt; vlm mode: empty means the official StrSR prompt
+    vlm: str | None = None  # local Qwen3-VL folder, for vlm conditioning
+    text_encoder: str | None = None  # folder with text_encoder/ and tokenizer/ (default: pretrained)
     gradient_checkpointing: bool = True
     init_checkpoint: str | None = None  # strsr generator weights to start from
     zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
@@ -76,6 +78,7 @@ class DiscriminatorConfig:
 class OptimConfig:
     lr_g: float = 5e-6
     lr_d: float = 1e-6
+    lr_adapter: float | None = None  # the VLM adapter's own group; None: lr_g
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -92,6 +95,7 @@ class RunConfig:
     keep_last: int = 3
     log_every: int = 10
     sample_every: int = 500
+    grid_every: int = 100  # log the periodic-artifact score (grid16 in strsr-eval) every N steps; 0: never
     mixed_precision: str = "auto"  # "auto" (bf16 on GPU), "bf16", "no"
     device: str = "auto"
     resume_from: str | None = None  # a checkpoint (or run) directory whose full state starts this run (stage 2)

@@ -1,0 +1,49 @@
+"""Conditioning for an exported pipeline, as its manifest records it: stored tokens (none, text), or the VLM run
+in PyTorch with the exported adapter graph (`projector`) mapping its features into the DiT's width."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from strsr.backbones import Condition
+from strsr.manifest import ManifestError
+
+
+class ExportedConditioning:
+    """`projector(features) -> tokens` runs the exported adapter; it is used only for VLM-conditioned exports."""
+
+    def __init__(self, engine_dir: Path, manifest: dict, projector: Callable[[torch.Tensor], torch.Tensor],
+                 vlm: str | Path | None = None, device: torch.device | str = "cpu"):  # fmt: skip
+        entry = manifest.get("conditioning") or {"mode": "none", "file": manifest["condition_file"]}
+        self.mode = entry["mode"]
+        self.tokens = self.encoder = None
+        if self.mode != "vlm":
+            self.tokens = load_file(str(engine_dir / entry["file"]))["condition"].to(device)
+            return
+        if vlm is None:
+            raise ManifestError(f"{engine_dir}: this export is VLM-conditioned; pass the Qwen3-VL folder (--vlm DIR)")
+        if "projector" not in manifest["graphs"]:
+            raise ManifestError(f"{engine_dir}: VLM-conditioned export lacks its projector graph")
+        from strsr.vlm import VLMEncoder
+
+        self.encoder = VLMEncoder.from_pretrained(vlm, device=device, prompt=entry["prompt"],
+                                                  max_tokens=entry["max_tokens"])  # fmt: skip
+        if self.encoder.width != entry["vlm_width"]:
+            raise ManifestError(f"{vlm}: a {self.encoder.width}-wide VLM, the export's projector takes "
+                                f"{entry['vlm_width']}")  # fmt: skip
+        self.projector = projector
+
+    def __call__(self, batch: int = 1) -> Condition:
+        if self.tokens is None:
+            raise ValueError("VLM conditioning reads the LR image: use condition_for(lr)")
+        return Condition(self.tokens).expand(batch)
+
+    def condition_for(self, lr: torch.Tensor) -> Condition:
+        if self.encoder is None:
+            return self(lr.shape[0])
+        features, _ = self.encoder.encode(lr)  # rows share one prompt, so one length: no mask is needed
+        return Condition(self.projector(features))
