@@ -27,12 +27,14 @@ def test_wheel_contains_every_subpackage_and_data_file(tmp_path):
     assert "strsr/data/samples/chelsea.png" in names
     assert "strsr/data/weights/strsr-tiny.safetensors" in names
     assert "strsr/train/recipes/tiny.toml" in names
+    assert "strsr/bench/references.toml" in names
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"strsr"}  # kernels/, export/, train/, bench/ ship only inside the namespace
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for script in ("strsr-upscale = strsr.cli:main", "strsr-train = strsr.train.cli:main",
-                   "strsr-export = strsr.export.cli:main", "strsr-bench = strsr.bench.cli:main"):  # fmt: skip
+                   "strsr-export = strsr.export.cli:main", "strsr-bench = strsr.bench.cli:main",
+                   "strsr-convert = strsr.convert_cli:main", "strsr-eval = strsr.evaluation.cli:main"):  # fmt: skip
         assert script in scripts
 
 

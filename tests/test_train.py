@@ -317,3 +317,19 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     digests = json.loads((tmp_path / "digests.json").read_text())
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_grid_artifact_monitor_is_logged(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from strsr.grid_artifacts import grid_artifact_score
+
+    config = _config(tmp_path, run={"max_steps": 2, "grid_every": 1, "log_every": 100, "sample_every": 0},
+                     degradation={"kind": "bicubic"})  # fmt: skip
+    trainer = _train(config)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    grid = events.Scalars("monitor/grid")
+    assert [e.step for e in grid] == [1, 2] and [e.step for e in events.Scalars("monitor/grid_excess")] == [1, 2]
+    _, out, _ = (((x.float() + 1) / 2).clamp(0, 1) for x in trainer._last_images)
+    assert grid[-1].value == pytest.approx(grid_artifact_score(out, 8).mean().item(), rel=1e-5)

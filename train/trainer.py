@@ -154,7 +154,8 @@ class Trainer:
         if c.discriminator is not None:
             c.discriminator.eval().requires_grad_(False)
         with self.autocast():
-            prediction = self.g(model_input)
+            condition = c.generator.condition_for(pair.lr)  # the VLM reads the LR image before upsampling
+            prediction = self.g(model_input, condition)
             real_logits = fake_logits = None
             if c.discriminator is not None:
                 with torch.no_grad():
@@ -262,11 +263,15 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
-    def _log(self, logged: dict[str, float]) -> None:
+    def _ensure_writer(self):
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        return self.writer
+
+    def _log(self, logged: dict[str, float]) -> None:
+        self._ensure_writer()
         for key, value in logged.items():
             self.writer.add_scalar(key, value, self.step)
         self.writer.add_scalar("lr/g", self.c.opt_g.param_groups[0]["lr"], self.step)
@@ -277,6 +282,19 @@ class Trainer:
             return
         lr, out, gt = (((x[:1].float().cpu() + 1) / 2).clamp(0, 1) for x in self._last_images)
         self.writer.add_images("samples/lr_out_gt", torch.cat([lr, out, gt]), self.step)
+
+    def _log_grid_artifacts(self) -> None:
+        """The periodic-artifact score of the last prediction, and its excess over the ground truth's (dB)."""
+        from strsr.grid_artifacts import artifact_period, grid_artifact_score
+
+        period = artifact_period(self.c.generator.preset)
+        _, out, gt = (((x.float() + 1) / 2).clamp(0, 1) for x in self._last_images)
+        if min(out.shape[-2:]) < 8 * period:  # the score needs 8 periods per side
+            return
+        score = grid_artifact_score(out, period)
+        writer = self._ensure_writer()
+        writer.add_scalar("monitor/grid", score.mean().item(), self.step)
+        writer.add_scalar("monitor/grid_excess", (score - grid_artifact_score(gt, period)).mean().item(), self.step)
 
     def train(self) -> int:
         """Run until `run.max_steps`; returns the final step. Ctrl-C saves a checkpoint and stops cleanly."""
@@ -294,6 +312,8 @@ class Trainer:
                     self._log(logged)
                 if self.dist.main and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._log_samples()
+                if self.dist.main and cfg.grid_every and self.step % cfg.grid_every == 0:
+                    self._log_grid_artifacts()
                 stop = self._stop_agreed()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop:
                     self.save()
