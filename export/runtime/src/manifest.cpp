@@ -148,7 +148,10 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
         info.version = p.string(trt, "tensorrt", "version");
         info.compute_capability = p.string(trt, "tensorrt", "compute_capability");
         const json& engines = p.object(trt, "tensorrt", "engines");
-        for (const char* stage : kStages) info.engines[stage] = p.file(engines, "tensorrt.engines", stage);
+        // strsr-export writes {"file": ..., "onnx": ..., "profile": ...} per engine
+        for (const char* stage : kStages)
+            info.engines[stage] =
+                p.file(p.object(engines, "tensorrt.engines", stage), "tensorrt.engines." + std::string(stage), "file");
         m.tensorrt = std::move(info);
     }
     m.text = text;

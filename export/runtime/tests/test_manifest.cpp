@@ -110,7 +110,8 @@ TEST(conditioning_section) {
 TEST(tensorrt_section) {
     const std::string engines =
         "\"tensorrt\": {\"version\": \"10.7.0\", \"compute_capability\": \"9.0\", \"engines\": "
-        "{\"vae_encoder\": \"e.plan\", \"dit_onestep\": \"d.plan\", \"vae_decoder\": \"v.plan\"}},";
+        "{\"vae_encoder\": {\"file\": \"e.plan\"}, \"dit_onestep\": {\"file\": \"d.plan\"}, "
+        "\"vae_decoder\": {\"file\": \"v.plan\"}}},";
     const strsr::Manifest m = parse(replaced(kManifest, "\"graphs\": {", engines + "\"graphs\": {"));
     CHECK(m.tensorrt.has_value() && m.tensorrt->version == "10.7.0" && m.tensorrt->engines.at("dit_onestep") == "d.plan");
     CHECK_ERROR(parse(replaced(kManifest, "\"graphs\": {", "\"tensorrt\": {\"version\": \"10\"}, \"graphs\": {")),
