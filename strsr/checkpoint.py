@@ -25,7 +25,7 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the file and the mismatch."""
 
 
-def _describe(model: StrSRGenerator) -> dict[str, str]:
+def describe_generator(model: StrSRGenerator) -> dict[str, str]:
     return {
         "format": FORMAT,
         "preset": model.preset.name,
@@ -42,7 +42,7 @@ def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
     os.close(fd)
     try:
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would carry over to the published file
-        save_file(tensors, tmp, metadata=_describe(model))
+        save_file(tensors, tmp, metadata=describe_generator(model))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,7 +66,7 @@ def load_generator(model: StrSRGenerator, path: str | Path) -> None:
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a strsr generator checkpoint (format {meta.get('format')!r})")
-    want = _describe(model)
+    want = describe_generator(model)
     for key, label in (("preset", "preset"), ("lora_rank", "LoRA rank"), ("conditioning", "conditioning")):
         if meta.get(key) != want[key]:
             raise CheckpointError(f"{path}: checkpoint is for {label} {meta.get(key)!r}, the model has {want[key]!r}")

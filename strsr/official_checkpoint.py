@@ -23,7 +23,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from strsr.adapter import VLMAdapter
-from strsr.checkpoint import FORMAT, CheckpointError, _describe, read_metadata
+from strsr.checkpoint import FORMAT, CheckpointError, describe_generator, read_metadata
 from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
@@ -179,13 +179,13 @@ def official_to_strsr(src: str | Path, dst: str | Path, template: StrSRGenerator
     """Convert an official folder into a strsr .safetensors checkpoint for models built like `template`."""
     tensors = read_official_checkpoint(src, official_layout(template))
     data = {name: t.contiguous() for name, t in tensors.items()}
-    return atomic_write(Path(dst), lambda tmp: save_file(data, tmp, metadata=_describe(template)))
+    return atomic_write(Path(dst), lambda tmp: save_file(data, tmp, metadata=describe_generator(template)))
 
 
 def strsr_to_official(src: str | Path, dst: str | Path, template: StrSRGenerator) -> Path:
     """Convert a strsr .safetensors checkpoint (made for models like `template`) into an official folder."""
     layout = official_layout(template)
-    meta, want = read_metadata(src), _describe(template)
+    meta, want = read_metadata(src), describe_generator(template)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{src}: not a strsr generator checkpoint (format {meta.get('format')!r})")
     mismatched = [f"{k} {meta.get(k)!r} != {v!r}" for k, v in want.items() if k != "format" and meta.get(k) != v]
