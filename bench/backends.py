@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,6 @@ class StageSet:
     backend: str
     dtype: str  # the math precision, for the peak-FLOP lookup: bf16, fp16, fp8, tf32 or fp32
     stages: dict[str, Callable[[], object]]
-    skipped: dict[str, str] = field(default_factory=dict)  # stage -> reason
     synchronous: bool = False  # runs outside torch's stream (ONNX Runtime, TensorRT): time with a wall clock
 
 

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from strsr.bench.report import write_json
-from strsr.bench.tiny_eval import HELD_OUT, degraded_inputs, held_out_photo
+from strsr.bench.tiny_eval import held_out_outputs
 from strsr.evaluation.metrics import WEIGHT_FREE_METRICS, MetricSuite
 from strsr.evaluation.report import format_table, means
 from strsr.grid_artifacts import grid_artifact_score
@@ -27,16 +26,12 @@ log = logging.getLogger("strsr.bench")
 
 def evaluate(resolver: SuperResolver, suite: MetricSuite, seed: int = 0) -> list[dict]:
     rows = []
-    for name in HELD_OUT:
-        hr = held_out_photo(name)
-        for kind, lr in degraded_inputs(hr, seed).items():
-            bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
-            for method, output in (("bicubic", bicubic), ("strsr-tiny", resolver.upscale_tensor(lr))):
-                output = (output * 255).round() / 255  # scored as the 8-bit file strsr-upscale would write
-                row = suite.score(output[0], hr[0])
-                row["grid8"] = float(grid_artifact_score(output, 8))
-                row["grid8-gt"] = row["grid8"] - float(grid_artifact_score(hr, 8))
-                rows.append({"method": f"{method} ({kind})", "image": name, **row})
+    for name, kind, method, output, hr in held_out_outputs(resolver, seed):
+        output = (output * 255).round() / 255  # scored as the 8-bit file strsr-upscale would write
+        row = suite.score(output[0], hr[0])
+        row["grid8"] = float(grid_artifact_score(output, 8))
+        row["grid8-gt"] = row["grid8"] - float(grid_artifact_score(hr, 8))
+        rows.append({"method": f"{method} ({kind})", "image": name, **row})
     return rows
 
 

@@ -204,9 +204,6 @@ def run(spec: BenchSpec) -> dict:
         for stage in STAGES:
             record = {"backend": stage_set.backend, "stage": stage, "dtype": stage_set.dtype, "batch": spec.batch,
                       "tile": min(spec.res, spec.tile), "res": spec.res}  # fmt: skip
-            if stage not in stage_set.stages:
-                records.append({**record, "status": "skipped", "reason": stage_set.skipped.get(stage, "n/a")})
-                continue
             try:
                 timing = measure(stage_set.stages[stage], spec.device, spec.warmup, spec.repeats,
                                  stage_set.synchronous)  # fmt: skip

@@ -45,15 +45,21 @@ def _scores(output: torch.Tensor, hr: torch.Tensor) -> tuple[float, float]:
     return peak_signal_noise_ratio(b, a), structural_similarity(b, a, channel_axis=2)
 
 
-def evaluate(resolver: SuperResolver, seed: int = 0) -> list[dict]:
-    rows = []
+def held_out_outputs(resolver: SuperResolver, seed: int = 0):
+    """(photo name, input kind, method, output, HR) for bicubic and the model on every held-out photo and input."""
     for name in HELD_OUT:
         hr = held_out_photo(name)
         for kind, lr in degraded_inputs(hr, seed).items():
             bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
             for method, output in (("bicubic", bicubic), ("strsr-tiny", resolver.upscale_tensor(lr))):
-                psnr, ssim = _scores(output, hr)
-                rows.append({"image": name, "input": kind, "method": method, "psnr": psnr, "ssim": ssim})
+                yield name, kind, method, output, hr
+
+
+def evaluate(resolver: SuperResolver, seed: int = 0) -> list[dict]:
+    rows = []
+    for name, kind, method, output, hr in held_out_outputs(resolver, seed):
+        psnr, ssim = _scores(output, hr)
+        rows.append({"image": name, "input": kind, "method": method, "psnr": psnr, "ssim": ssim})
     return rows
 
 

@@ -119,13 +119,16 @@ def export(spec: ExportSpec) -> dict:
            "conditioning": _conditioning_entry(model)}  # fmt: skip
     if spec.precision == "fp8":
         key["calibration"] = {"images": [p.name for p in spec.calibration], "tiles": spec.calibration_tiles}
-    if not spec.force and is_current(spec.out, key):
+    current = not spec.force and is_current(spec.out, key)
+    # one conditioning for tracing, calibration and engine shapes (the VLM reads the first calibration image)
+    condition = reference_condition(model, spec.calibration[0]) if not current or spec.trt else None
+    if current:
         log.info("%s: ONNX graphs are current (same weights hash and settings)", spec.out)
         manifest = read_manifest(spec.out)
     else:
-        manifest = _export_onnx(model, spec, key)
+        manifest = _export_onnx(model, spec, key, condition)
     if spec.trt:
-        manifest = _build_engines(model, spec, manifest)
+        manifest = _build_engines(model, spec, manifest, condition.shape[1])
     return manifest
 
 
@@ -139,15 +142,14 @@ def _conditioning_entry(model) -> dict:
             "vlm_width": model.conditioning.adapter.vlm_width}  # fmt: skip
 
 
-def reference_condition(model, image: Path, batch: int = 1) -> torch.Tensor:
-    """The conditioning tokens for a real LR image (the VLM reads it; the other modes ignore it)."""
+def reference_condition(model, image: Path) -> torch.Tensor:
+    """The conditioning tokens (1, L, D) for a real LR image (the VLM reads it; the other modes ignore it)."""
     with torch.no_grad():
         lr = load_image(image).rgb[None].to(model.device)
-        return model.condition_for(lr).tokens.detach().float().cpu().expand(batch, -1, -1).contiguous()
+        return model.condition_for(lr).tokens.detach().float().cpu().contiguous()
 
 
-def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
-    condition = reference_condition(model, spec.calibration[0])
+def _export_onnx(model, spec: ExportSpec, key: dict, condition: torch.Tensor) -> dict:
     if not model.image_conditioned:  # a fixed embedding: stored once, fed to every DiT call
         atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
     graphs = {}
@@ -162,7 +164,7 @@ def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
         log.info("%-12s exported in %5.1f s, ORT parity max abs diff %.2e", graph.name, seconds, error)
         quantization = None
         if spec.precision == "fp8" and graph.name == "dit_onestep":
-            quantization = _quantize_fp8(model, graph, path, spec)
+            quantization = _quantize_fp8(model, graph, path, spec, condition)
         graphs[graph.name] = {
             "file": path.name,
             "inputs": {name: [graph.dynamic.get(name, {}).get(i, n) for i, n in enumerate(shape)]
@@ -186,15 +188,15 @@ def _export_onnx(model, spec: ExportSpec, key: dict) -> dict:
     return manifest
 
 
-def _quantize_fp8(model, graph, path: Path, spec: ExportSpec) -> dict:
+def _quantize_fp8(model, graph, path: Path, spec: ExportSpec, condition: torch.Tensor) -> dict:
     """FP8 Q/DQ for the DiT graph, calibrated on real LR tiles; records its error against fp32 PyTorch."""
     from strsr.export.fp8 import calibration_states, quantize_dit_fp8
 
     start = time.perf_counter()
     crop = spec.tile if not graph.dynamic else CALIBRATION_CROP  # a static graph takes whole tiles only
     states = calibration_states(model, list(spec.calibration), crop, spec.calibration_tiles)
-    condition = reference_condition(model, spec.calibration[0], states.shape[0])
-    summary = quantize_dit_fp8(path, {"state": states.numpy(), "condition": condition.numpy()})
+    condition = condition.expand(states.shape[0], -1, -1)
+    summary = quantize_dit_fp8(path, {"state": states.numpy(), "condition": condition.contiguous().numpy()})
     summary["max_abs_diff_vs_fp32"] = check_parity(model, graph, path)
     summary["seconds"] = time.perf_counter() - start
     log.info("%-12s FP8: %d tensors quantised in %4.1f s, max abs diff vs fp32 %.3g", graph.name,
@@ -202,7 +204,7 @@ def _quantize_fp8(model, graph, path: Path, spec: ExportSpec) -> dict:
     return summary
 
 
-def _build_engines(model, spec: ExportSpec, manifest: dict) -> dict:
+def _build_engines(model, spec: ExportSpec, manifest: dict, condition_tokens: int) -> dict:
     """TensorRT engines beside the graphs, unless the manifest records current ones for this TensorRT and GPU."""
     import tensorrt as trt
 
@@ -219,8 +221,7 @@ def _build_engines(model, spec: ExportSpec, manifest: dict) -> dict:
     if present and not spec.force and section.get("weights_sha256") == manifest["weights_sha256"]:
         log.info("%s: TensorRT engines are current for this GPU and TensorRT version", spec.out)
         return manifest
-    tokens = reference_condition(model, spec.calibration[0]).shape[1]
-    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile, tokens))
+    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile, condition_tokens))
     manifest = {**manifest, "tensorrt": {**section, "weights_sha256": manifest["weights_sha256"]}}
     write_manifest(spec.out, manifest)
     return manifest

@@ -69,12 +69,15 @@ def calibration_states(model: StrSRGenerator, images: list[Path], crop: int, til
     gen = torch.Generator().manual_seed(seed)
     codec = model.codec
     param = next(model.parameters())
-    crops = []
-    for i in range(tiles):
-        lr = load_image(images[i % len(images)]).rgb[None]
-        up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    upsampled = []
+    for path in images[:tiles]:  # images beyond the tile count would contribute no crop
+        up = F.interpolate(load_image(path).rgb[None], scale_factor=4, mode="bicubic", align_corners=False)
         if min(up.shape[-2:]) < crop:
             up = F.interpolate(up, scale_factor=crop / min(up.shape[-2:]), mode="bicubic", align_corners=False)
+        upsampled.append(up)
+    crops = []
+    for i in range(tiles):
+        up = upsampled[i % len(upsampled)]
         top = int(torch.randint(up.shape[-2] - crop + 1, (1,), generator=gen))
         left = int(torch.randint(up.shape[-1] - crop + 1, (1,), generator=gen))
         crops.append(up[..., top : top + crop, left : left + crop].clamp(0, 1))

@@ -39,11 +39,13 @@ class OnnxGenerator:
             stage: ort.InferenceSession(str(self.engine_dir / manifest["graphs"][stage]["file"]), providers=providers)
             for stage in (*_STAGES, *(["projector"] if "projector" in manifest["graphs"] else []))
         }
-        project = lambda features: torch.from_numpy(self.run_stage("projector", features=features))  # noqa: E731
-        self.conditioning = ExportedConditioning(self.engine_dir, manifest, project, vlm)
+        self.conditioning = ExportedConditioning(self.engine_dir, manifest, self._project, vlm)
 
     def eval(self) -> OnnxGenerator:
         return self
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run_stage("projector", features=features))
 
     def condition_for(self, lr: torch.Tensor) -> Condition:
         return self.conditioning.condition_for(lr)

@@ -145,10 +145,10 @@ class SuperResolver:
         """`conditioning` None: the preset's default (vlm for full backbones, none for tiny); `vlm` and
         `text_encoder` are local folders for the vlm and text modes."""
         device = resolve_device(device)
-        conditioning = conditioning or default_conditioning(get_preset(preset))
-        bundled_fits = conditioning == default_conditioning(get_preset(preset))  # the bundled model has no prompt
-        if checkpoint is None and pretrained is None and not random_weights and bundled_fits:
-            checkpoint = bundled_weights(get_preset(preset))  # the trained tiny model ships with strsr
+        default = default_conditioning(get_preset(preset))
+        conditioning = conditioning or default
+        if checkpoint is None and pretrained is None and not random_weights and conditioning == default:
+            checkpoint = bundled_weights(get_preset(preset))  # the trained tiny model (no prompt) ships with strsr
         model = build_generator(
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,

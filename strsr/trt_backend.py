@@ -72,13 +72,15 @@ class TrtGenerator:
                 raise ManifestError(f"{path}: TensorRT could not load this engine (corrupt or built elsewhere)")
             self.engines[stage] = engine
             self.contexts[stage] = engine.create_execution_context()
-        project = lambda features: self.run_stage("projector", features=features).float()  # noqa: E731
-        self.conditioning = ExportedConditioning(self.engine_dir, manifest, project, vlm, device=self.device)
+        self.conditioning = ExportedConditioning(self.engine_dir, manifest, self._project, vlm, device=self.device)
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def eval(self) -> TrtGenerator:
         return self
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.run_stage("projector", features=features).float()
 
     def condition_for(self, lr: torch.Tensor) -> Condition:
         return self.conditioning.condition_for(lr)
@@ -92,7 +94,6 @@ class TrtGenerator:
     def _enqueue(self, stage: str, **inputs: torch.Tensor) -> torch.Tensor:
         """Bind inputs (cast to the engine's dtypes), allocate the output, enqueue on the stream."""
         engine, context = self.engines[stage], self.contexts[stage]
-        keep = []
         output_name = None
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -100,7 +101,6 @@ class TrtGenerator:
                 tensor = inputs[name].to(self.device, self._torch_dtype(engine, name)).contiguous()
                 context.set_input_shape(name, tuple(tensor.shape))
                 context.set_tensor_address(name, tensor.data_ptr())
-                keep.append(tensor)
             else:
                 output_name = name
         output = torch.empty(tuple(context.get_tensor_shape(output_name)), device=self.device,
@@ -108,7 +108,7 @@ class TrtGenerator:
         context.set_tensor_address(output_name, output.data_ptr())
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"TensorRT failed to run {stage}")
-        self._keep = keep  # inputs must outlive the enqueue
+        # inputs cast here live on this stream: the caching allocator reuses them only after the enqueued work
         return output
 
     def run_stage(self, stage: str, **inputs: torch.Tensor) -> torch.Tensor:

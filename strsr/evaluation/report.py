@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from strsr.evaluation.metrics import MetricSpec
+from strsr.manifest import atomic_write
 
 __all__ = ["format_table", "means", "write_csv", "write_json"]
 
@@ -42,17 +41,15 @@ def format_table(results: dict[str, dict[str, float]], columns: Sequence[MetricS
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written report."""
+def _write_text(path: Path, write) -> None:
+    """`write(file)` into `path` through strsr's atomic write: never a half-written report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+
+    def to_file(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, to_file)
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec]) -> None:
@@ -67,7 +64,7 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec]) -
             writer.writerow({"method": method, "image": "mean", **means([r for r in rows if r["method"] == method],
                                                                       columns)})  # fmt: skip
 
-    _atomic_write(path, write)
+    _write_text(path, write)
 
 
 def write_json(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], settings: dict) -> None:
@@ -81,7 +78,7 @@ def write_json(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], 
         "images": list(rows),
     }
     text = json.dumps(_nan_to_none(payload), indent=2, default=str, allow_nan=False)
-    _atomic_write(path, lambda f: f.write(text + "\n"))
+    _write_text(path, lambda f: f.write(text + "\n"))
 
 
 def _nan_to_none(value):
