@@ -5,6 +5,11 @@ the image then the prompt, and the generation prompt. The language model's last 
 text and template positions (attention mask 1, not an image placeholder): those tokens have attended to the image,
 so they carry its semantics in a length that does not grow with the image. At most 512 are kept.
 
+Before the processor sees an image it is resized exactly as the official scripts' `qwen_vl_utils.process_vision_info`
+(qwen-vl-utils 0.0.8, the official pin) does: a Pillow bicubic resize to sides that are multiples of 28 with between
+4 and 16384 28x28 patches. The processor then resizes again to its own patch multiple. Newer qwen-vl-utils releases
+use another factor for Qwen3-VL; the checkpoints were trained with 0.0.8's, so that is the one reproduced here.
+
 Features are computed once per image and cached by a hash of its pixels for the run (tiles of one image, or a
 repeated training sample, never pay twice). The model is held outside any nn.Module tree, so the generator's
 `.to()`, `state_dict()` and optimiser never see its 4 B parameters.
@@ -13,10 +18,12 @@ repeated training sample, never pay twice). The model is held outside any nn.Mod
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from strsr.backbones import MissingWeightsError
 
@@ -29,6 +36,12 @@ DEFAULT_VLM_PROMPT = (
 )
 MAX_VLM_TOKENS = 512
 QWEN3_VL_4B_WIDTH = 2560  # text hidden size of Qwen3-VL-4B-Instruct, the adapter's input width in the paper
+
+# qwen-vl-utils 0.0.8's image pre-resize: side multiple, pixel bounds, and the widest aspect ratio it accepts.
+PRE_RESIZE_FACTOR = 28
+PRE_RESIZE_MIN_PIXELS = 4 * 28 * 28
+PRE_RESIZE_MAX_PIXELS = 16384 * 28 * 28
+PRE_RESIZE_MAX_RATIO = 200
 
 
 def load_vlm(folder: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -71,10 +84,40 @@ def text_positions(
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """(3, h, w) float in [0, 1] -> uint8 on the CPU, the pixels a decoded image file would give the processor."""
+    """(3, h, w) float in [0, 1] -> uint8 on the CPU, truncating as the official scripts do (`(x * 255).to(uint8)`);
+    for the pixels of a decoded 8-bit file this gives them back exactly."""
     if image.dtype == torch.uint8:
         return image.cpu()
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return (image.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()
+
+
+def pre_resize_size(height: int, width: int) -> tuple[int, int]:
+    """The (height, width) qwen-vl-utils 0.0.8 resizes an image to before the Qwen3-VL processor sees it: sides
+    rounded to multiples of 28, then scaled (keeping the aspect ratio) into [4, 16384] patches of 28x28."""
+    if max(height, width) / min(height, width) > PRE_RESIZE_MAX_RATIO:
+        raise ValueError(f"a {width}x{height} image is too elongated for the VLM (aspect ratio over "
+                         f"{PRE_RESIZE_MAX_RATIO}, which Qwen3-VL's preprocessing refuses); use --conditioning none "
+                         "or text")  # fmt: skip
+    factor = PRE_RESIZE_FACTOR
+    new_h = max(factor, round(height / factor) * factor)
+    new_w = max(factor, round(width / factor) * factor)
+    if new_h * new_w > PRE_RESIZE_MAX_PIXELS:
+        beta = math.sqrt(height * width / PRE_RESIZE_MAX_PIXELS)
+        new_h = math.floor(height / beta / factor) * factor
+        new_w = math.floor(width / beta / factor) * factor
+    elif new_h * new_w < PRE_RESIZE_MIN_PIXELS:
+        beta = math.sqrt(PRE_RESIZE_MIN_PIXELS / (height * width))
+        new_h = math.ceil(height * beta / factor) * factor
+        new_w = math.ceil(width * beta / factor) * factor
+    return new_h, new_w
+
+
+def pre_resize(pixels: torch.Tensor) -> Image.Image:
+    """(3, h, w) uint8 -> the RGB Pillow image the official pipeline hands the processor (bicubic resize to
+    `pre_resize_size`)."""
+    image = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+    height, width = pre_resize_size(image.height, image.width)
+    return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -177,7 +220,8 @@ class VLMEncoder:
 
     def _run(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
         """One batched VLM pass over distinct (3, h, w) uint8 images -> per image (L_i, width) float32."""
-        inputs = self.processor(text=[self.text] * len(pixels), images=pixels, return_tensors="pt", padding=True)
+        images = [pre_resize(p) for p in pixels]
+        inputs = self.processor(text=[self.text] * len(pixels), images=images, return_tensors="pt", padding=True)
         if "mm_token_type_ids" not in inputs:
             # Qwen3-VL's M-RoPE needs it whenever image_grid_thw is given; without it positions would be wrong.
             raise ValueError("the Qwen3-VL processor returned no mm_token_type_ids; use the checkpoint's own processor")

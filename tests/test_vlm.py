@@ -1,14 +1,27 @@
 """The VLM feature path (E_VLM) on a tiny random Qwen3-VL, and the adapter MLP (f_adapt) for both backbones."""
 
 import re
+from importlib.metadata import version
 
+import numpy as np
 import pytest
+import qwen_vl_utils
 import torch
+from PIL import Image
 
 from strsr.adapter import VLMAdapter, VLMConditioning, adapter_for
 from strsr.backbones import MissingWeightsError, build_transformer, predict_velocity
 from strsr.presets import get_preset
-from strsr.vlm import DEFAULT_VLM_PROMPT, MAX_VLM_TOKENS, VLMEncoder, load_vlm, text_positions
+from strsr.vlm import (
+    DEFAULT_VLM_PROMPT,
+    MAX_VLM_TOKENS,
+    VLMEncoder,
+    load_vlm,
+    pre_resize,
+    pre_resize_size,
+    text_positions,
+    to_uint8,
+)
 
 WIDTH = 32  # the text width of conftest's tiny Qwen3-VL
 
@@ -23,11 +36,15 @@ def _lr(seed, h=20, w=28, batch=1):
 
 
 def _reference(model, processor, image, prompt=DEFAULT_VLM_PROMPT):
-    """Features the slow way: our own processor call, a full forward, positions picked by a Python loop."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    """Features the official way: the image as the official scripts pass it (x 255, truncated, a PIL image) through
+    qwen-vl-utils' own `process_vision_info`, our own processor call, a full forward, positions picked by a loop."""
+    pixels = (image.float() * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(pixels)},
+                                             {"type": "text", "text": prompt}]}]  # fmt: skip
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    inputs = processor(text=[text], images=[pixels], return_tensors="pt")
+    images, videos = qwen_vl_utils.process_vision_info(messages)
+    assert videos is None
+    inputs = processor(text=[text], images=images, return_tensors="pt")
     with torch.no_grad():
         hidden = model.model(**inputs).last_hidden_state[0]
     ids, attn = inputs["input_ids"][0].tolist(), inputs["attention_mask"][0].tolist()
@@ -42,6 +59,48 @@ def test_default_prompt_is_the_official_one_verbatim():
         "ultra HD, extreme meticulous detailing, skin pore detailing"
     )
     assert MAX_VLM_TOKENS == 512
+
+
+def test_the_reference_is_qwen_vl_utils_0_0_8():
+    # newer releases change the resize factor for Qwen3-VL; the official scripts pin 0.0.8
+    assert version("qwen-vl-utils") == "0.0.8"
+
+
+# (height, width): tiny, odd, exact multiples, Python's round-half-to-even at 1.5 and 2.5 patches, above the pixel
+# cap, and aspect ratios up to the 200 limit.
+PRE_RESIZE_SIZES = [(1, 1), (1, 5), (3, 3), (7, 2), (37, 53), (251, 199), (28, 28), (56, 84), (42, 70), (70, 42),
+                    (96, 64), (384, 256), (1, 200), (200, 1), (2, 399), (3000, 4000), (4096, 4096), (5000, 3000)]
+
+
+@pytest.mark.parametrize(("height", "width"), PRE_RESIZE_SIZES)
+def test_pre_resize_size_matches_qwen_vl_utils(height, width):
+    want = qwen_vl_utils.smart_resize(height, width, factor=28, min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
+    assert pre_resize_size(height, width) == want
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 3), (7, 2), (37, 53), (96, 64), (1, 200), (251, 199)])
+def test_pre_resize_gives_the_official_pixels(height, width):
+    gen = torch.Generator().manual_seed(height * 1000 + width)
+    pixels = torch.randint(0, 256, (3, height, width), generator=gen, dtype=torch.uint8)
+    want = qwen_vl_utils.fetch_image({"type": "image", "image": Image.fromarray(pixels.permute(1, 2, 0).numpy())})
+    got = pre_resize(pixels)
+    assert got.mode == "RGB" and got.size == want.size
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 201), (300, 1), (2, 401)])
+def test_too_elongated_images_are_refused_like_qwen_vl_utils(height, width):
+    with pytest.raises(ValueError, match="aspect ratio"):
+        qwen_vl_utils.smart_resize(height, width)
+    with pytest.raises(ValueError, match="too elongated for the VLM"):
+        pre_resize_size(height, width)
+
+
+def test_float_images_become_pixels_as_the_official_scripts_make_them():
+    x = torch.rand(3, 9, 11, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(to_uint8(x), (x * 255).clamp(0, 255).to(torch.uint8))  # truncation, not rounding
+    decoded = torch.randint(0, 256, (3, 9, 11), dtype=torch.uint8)
+    assert torch.equal(to_uint8(decoded.float() / 255), decoded)  # an 8-bit file's pixels come back exactly
 
 
 def test_text_positions_match_a_naive_loop():
@@ -102,7 +161,7 @@ def test_deterministic_and_cached_once_per_image(tiny_vlm, monkeypatch):
     recomputed, _ = encoder.encode(a)
     assert calls == [2, 1] and torch.equal(recomputed[0], again[0])
     # A float image and its uint8 pixels are the same image.
-    encoder.encode((a * 255).round().to(torch.uint8))
+    encoder.encode((a * 255).to(torch.uint8))
     assert calls == [2, 1]
 
 
@@ -191,7 +250,7 @@ def test_vlm_condition_drives_both_tiny_dits_and_trains_only_the_adapter(tiny_vl
     assert condition.tokens.shape[::2] == (2, preset.condition_width) and condition.mask is None
     transformer = build_transformer(preset, seed=0).requires_grad_(False)
     state = torch.randn(2, preset.latents.channels * (4 if preset.family == "flux2" else 1), 4, 4)
-    velocity = predict_velocity(preset, transformer, state, preset.t1, condition)
+    velocity = predict_velocity(preset, transformer, state, preset.model_t, condition)
     assert velocity.shape == state.shape and torch.isfinite(velocity).all()
     velocity.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conditioning.adapter.parameters())
