@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from strsr.autoencoders import decode_image, encode_mode
+from strsr.autoencoders import decode_image, encode_latent
 from strsr.presets import Preset
 
 # Z-Image pads the image and the caption sequence each to a multiple of this, with copies of a learned pad token
@@ -132,9 +132,9 @@ def vae_flops(vae: nn.Module, height: int, width: int, part: str = "encode") -> 
     try:
         with torch.no_grad():
             if part == "encode":
-                encode_mode(vae, image)
+                encode_latent(vae, image)
             else:
-                latent = encode_mode(vae, image).shape
+                latent = encode_latent(vae, image).shape
                 counts.clear()  # only the decoder's work
                 decode_image(vae, torch.zeros(latent, device="meta"))
     finally:

@@ -1,6 +1,6 @@
 """Autoencoders behind a preset: diffusers' KL autoencoders, and a lossless pixel-(un)shuffle one for tiny models.
 
-Everything downstream talks to an autoencoder through `encode_mode` and `decode_image`, so the latent conventions
+Everything downstream talks to an autoencoder through `encode_latent` and `decode_image`, so the latent conventions
 in `strsr.latents` do not care which kind is underneath.
 """
 
@@ -41,11 +41,38 @@ class PixelShuffleAutoencoder(ModelMixin, ConfigMixin):
 Autoencoder = AutoencoderKLFlux2 | AutoencoderKL | PixelShuffleAutoencoder
 
 
-def encode_mode(vae: Autoencoder, image: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> latent (B, C, H/s, W/s): the posterior's mode (deterministic, as at inference)."""
-    if isinstance(vae, PixelShuffleAutoencoder):
+# How an image becomes a latent: a draw from the VAE posterior, as the official scripts encode (training and
+# inference), or its mode (deterministic without a seed). The pixel-shuffle autoencoder has no posterior.
+LATENT_MODES = ("sample", "mode")
+
+
+def has_posterior(vae: Autoencoder) -> bool:
+    return not isinstance(vae, PixelShuffleAutoencoder)
+
+
+def encode_latent(
+    vae: Autoencoder,
+    image: torch.Tensor,
+    latent: str = "mode",
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> latent (B, C, H/s, W/s).
+
+    latent "mode": the posterior's mode. "sample": mean + std * noise, with the noise drawn by diffusers'
+    `DiagonalGaussianDistribution.sample` from `generator` (the global RNG when None: what the official scripts
+    use), or given as `noise` (B, C, H/s, W/s) by an exported graph's caller.
+    """
+    if latent not in LATENT_MODES:
+        raise ValueError(f"unknown latent mode {latent!r}; choose from {', '.join(LATENT_MODES)}")
+    if not has_posterior(vae):
         return vae.encode(image)
-    return vae.encode(image).latent_dist.mode()
+    posterior = vae.encode(image).latent_dist
+    if latent == "mode":
+        return posterior.mode()
+    if noise is None:
+        return posterior.sample(generator)
+    return posterior.mean + posterior.std * noise.to(posterior.mean.dtype)
 
 
 def decode_image(vae: Autoencoder, latent: torch.Tensor) -> torch.Tensor:

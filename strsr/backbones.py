@@ -125,24 +125,26 @@ def _normalise(value):
 
 
 def predict_velocity(
-    preset: Preset, transformer: torch.nn.Module, state: torch.Tensor, t: float, condition: Condition
+    preset: Preset, transformer: torch.nn.Module, state: torch.Tensor, model_t: int, condition: Condition
 ) -> torch.Tensor:
-    """v = G(state, t, c) in the state's layout (B, C, h, w), float32, with `t` on the paper's axis (1 = noise).
+    """v = G(state, t, c) in the state's layout (B, C, h, w), float32, at the integer timestep `model_t` on the
+    0-1000 scale of the paper's axis (1000 = noise).
 
-    flux2:  timestep t in [0, 1] (the model scales it by 1000 itself); tokens with (0, y, x, 0) image ids.
-    zimage: the model's time runs the other way (it is given 1 - t) and predicts the negated velocity.
+    The timestep is built in float32 from the integer, as the official scripts do, whatever the model's dtype:
+    flux2:  t = model_t / 1000 (the model scales it by 1000 itself); tokens with (0, y, x, 0) image ids.
+    zimage: the model's time runs the other way, t = (1000 - model_t) / 1000, and it predicts the negated velocity.
     """
     batch, _, height, width = state.shape
     condition = condition.expand(batch)
     dtype = transformer.dtype
-    timestep = torch.full((batch,), t, device=state.device, dtype=dtype)
+    steps = torch.full((batch,), model_t, device=state.device, dtype=torch.long)
     if preset.family == "flux2":
         tokens = pack_tokens(state).to(dtype)
         cond = condition.tokens.to(dtype)
         out = transformer(
             hidden_states=tokens,
             encoder_hidden_states=cond,
-            timestep=timestep,
+            timestep=steps / 1000,  # float32
             img_ids=flux2_image_ids(height, width, device=state.device),
             txt_ids=flux2_text_ids(cond.shape[1], device=state.device),
             return_dict=False,
@@ -150,7 +152,7 @@ def predict_velocity(
         return unpack_tokens(out.float(), height, width)
     latents = list(state.to(dtype).unsqueeze(2).unbind(0))  # B x (C, 1, h, w)
     caps = [c if m is None else c[m] for c, m in zip(condition.tokens.to(dtype), _rows(condition.mask, batch))]
-    out = transformer(latents, 1.0 - timestep, caps, return_dict=False)[0]
+    out = transformer(latents, (1000 - steps) / 1000, caps, return_dict=False)[0]
     return -torch.stack([o.float() for o in out]).squeeze(2)
 
 

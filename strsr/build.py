@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from strsr.adapter import VLMConditioning, adapter_for
+from strsr.autoencoders import LATENT_MODES
 from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
 from strsr.checkpoint import load_generator, read_metadata
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
@@ -36,6 +37,7 @@ def build_generator(
     vlm_encoder: VLMEncoder | None = None,
     vlm_width: int | None = None,
     attention_backend: str = "sdpa",
+    latent: str = "sample",
 ) -> StrSRGenerator:
     """The generator for `preset`, in eval mode.
 
@@ -50,8 +52,11 @@ def build_generator(
     projector.pth), detected by its files.
     `attention_backend`: "sdpa" (diffusers' processors) or "triton" / "triton-fused" (strsr's kernels, the latter
     with RMSNorm and RoPE fused into the kernel); the Triton ones are wired for FLUX.2 presets.
+    `latent`: "sample" (a draw from the VAE posterior, as the official scripts encode) or "mode".
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    if latent not in LATENT_MODES:
+        raise ValueError(f"unknown latent mode {latent!r}; choose from {', '.join(LATENT_MODES)}")
     if conditioning not in CONDITIONING_MODES:
         raise ValueError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING_MODES)}")
     if pretrained is not None:
@@ -101,7 +106,7 @@ def build_generator(
         fused = attention_backend == "triton-fused"
         backend = "triton" if fused else attention_backend
         set_attention_backend(base_transformer(transformer), backend, fused_prologue=fused)
-    model = StrSRGenerator(preset, transformer, vae, cond_module).eval()
+    model = StrSRGenerator(preset, transformer, vae, cond_module, latent=latent).eval()
     if checkpoint is not None:
         (load_official_checkpoint if official else load_generator)(model, checkpoint)
     return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strsr.autoencoders import Autoencoder, decode_image, encode_mode
+from strsr.autoencoders import Autoencoder, decode_image, encode_latent, has_posterior
 from strsr.presets import Family, LatentSpec
 
 
@@ -56,14 +56,16 @@ def flux2_text_ids(length: int, device=None) -> torch.Tensor:
 class LatentCodec(nn.Module):
     """Encodes images to the state and decodes it back, with the family's normalisation.
 
-    Images are (B, 3, H, W) in [-1, 1] with H, W multiples of `spec.pixel_multiple`.
+    Images are (B, 3, H, W) in [-1, 1] with H, W multiples of `spec.pixel_multiple`. `latent` is "sample" (a draw
+    from the VAE posterior, the official convention) or "mode"; it only matters for a VAE with a posterior.
     """
 
-    def __init__(self, family: Family, spec: LatentSpec, vae: Autoencoder):
+    def __init__(self, family: Family, spec: LatentSpec, vae: Autoencoder, latent: str = "sample"):
         super().__init__()
         self.family = family
         self.spec = spec
         self.vae = vae
+        self.latent = latent
         bn = getattr(vae, "bn", None)
         if family == "flux2" and bn is not None:
             eps = vae.config.batch_norm_eps
@@ -75,11 +77,25 @@ class LatentCodec(nn.Module):
         self.register_buffer("bn_mean", mean.detach().float().reshape(1, -1, 1, 1).clone(), persistent=False)
         self.register_buffer("bn_std", std.detach().float().reshape(1, -1, 1, 1).clone(), persistent=False)
 
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
+    @property
+    def samples(self) -> bool:
+        """True when encoding draws noise: the latent mode is "sample" and the VAE has a posterior."""
+        return self.latent == "sample" and has_posterior(self.vae)
+
+    def latent_shape(self, image_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(B, C, H/s, W/s): the VAE latent (and sampling noise) for images of `image_shape` (B, 3, H, W)."""
+        batch, _, height, width = image_shape
+        scale = self.spec.vae_scale
+        return batch, self.spec.channels, height // scale, width // scale
+
+    def encode(
+        self, image: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image -> state; with `latent="sample"` the noise comes from `generator` (or is given as `noise`)."""
         multiple = self.spec.pixel_multiple
         if image.shape[-2] % multiple or image.shape[-1] % multiple:
             raise ValueError(f"image sides {tuple(image.shape[-2:])} must be multiples of {multiple}")
-        latent = encode_mode(self.vae, image.to(self.vae.dtype))
+        latent = encode_latent(self.vae, image.to(self.vae.dtype), self.latent, generator, noise)
         if self.family == "zimage":
             return latent.float()  # raw: the official Z-Image convention applies no shift/scale on encode
         state = patchify_2x2(latent.float())

@@ -28,11 +28,12 @@ class StrSRGenerator(nn.Module):
                   images themselves (`VLMConditioning`); `condition_for(lr)` calls either.
     """
 
-    def __init__(self, preset: Preset, transformer: nn.Module, vae: Autoencoder, conditioning: nn.Module):
+    def __init__(self, preset: Preset, transformer: nn.Module, vae: Autoencoder, conditioning: nn.Module,
+                 latent: str = "sample"):  # fmt: skip
         super().__init__()
         self.preset = preset
         self.transformer = transformer
-        self.codec = LatentCodec(preset.family, preset.latents, vae)
+        self.codec = LatentCodec(preset.family, preset.latents, vae, latent)
         self.conditioning = conditioning
         vae.requires_grad_(False)
 
@@ -49,11 +50,13 @@ class StrSRGenerator(nn.Module):
         return self.preset.t1
 
     def velocity(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
-        return predict_velocity(self.preset, self.transformer, state, self.t1, condition)
+        return predict_velocity(self.preset, self.transformer, state, self.preset.model_t, condition)
 
     def one_step(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
-        """z0 = z_LR - t1 * G(z_LR, t1, c), on the state tensor (B, C, h, w), float32."""
-        return state - self.t1 * self.velocity(state, condition)
+        """z0 = z_LR - t1 * G(z_LR, t1, c), on the state tensor (B, C, h, w), float32; t1 in float32 as the
+        official Euler step has it."""
+        t1 = torch.tensor(self.preset.coeff_t / 1000, dtype=torch.float32, device=state.device)
+        return state.float() - t1 * self.velocity(state, condition)
 
     @property
     def image_conditioned(self) -> bool:
@@ -64,13 +67,19 @@ class StrSRGenerator(nn.Module):
         """The conditioning for LR images (B, 3, h, w) in [0, 1], before upsampling; once per image, not per tile."""
         return self.conditioning(lr) if self.image_conditioned else self.conditioning(lr.shape[0])
 
-    def forward(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, condition: Condition | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """`generator` draws the VAE posterior sample (latent "sample"); None uses the global RNG."""
         if condition is None:
             if self.image_conditioned:
                 raise ValueError("VLM conditioning reads the LR image: pass condition=model.condition_for(lr)")
             condition = self.conditioning(image.shape[0])
-        state = self.codec.encode(image)
-        return self.codec.decode(self.one_step(state, condition)).float()
+        # bf16 weights on a GPU run under bf16 autocast, as the official scripts do (norms and softmax in fp32)
+        bf16_cuda = self.device.type == "cuda" and self.transformer.dtype == torch.bfloat16
+        with torch.autocast("cuda", torch.bfloat16, enabled=bf16_cuda):
+            state = self.codec.encode(image, generator)
+            return self.codec.decode(self.one_step(state, condition)).float()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Exactly the parameters that train (LoRA or the whole DiT, and the null embedding), by name."""

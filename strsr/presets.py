@@ -57,13 +57,22 @@ class Preset:
     lora_targets: tuple[str, ...]
     lora_rank: int = 256
     lora_alpha: int = 256
-    t1: float = 0.8  # the one-step start time (official `model_t = 800`)
+    # The one-step start time t1 = 0.8 as the official scripts give it, as integers on the 0-1000 scale: the
+    # timestep the DiT sees (`model_t`) and the Euler step's length (`coeff_t`). Timesteps are built from them in
+    # float32 whatever the model dtype (bf16(0.8) would shift Z-Image's 1 - t1 from 200 to 199).
+    model_t: int = 800
+    coeff_t: int = 800
     num_null_tokens: int = 1  # length of the learned null conditioning sequence
     text_encoder_layers: tuple[int, ...] = ()  # flux2: hidden-state layers concatenated into the condition
     text_max_length: int = 512
     tiny: bool = False  # toy preset: always random (or checkpoint) weights, never a pretrained folder
     bundled_weights: str | None = None  # file in strsr/data/weights/ used when no weights are given
     description: str = ""
+
+    @property
+    def t1(self) -> float:
+        """The one-step start time on the paper's axis (1 = noise)."""
+        return self.coeff_t / 1000
 
     @property
     def transformer_class_name(self) -> str:

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from strsr.autoencoders import decode_image, encode_mode
+from strsr.autoencoders import decode_image, encode_latent
 from strsr.backbones import Condition, build_autoencoder, build_transformer, predict_velocity
 from strsr.bench.flops import dit_flops, flop_counter_flops, image_tokens, vae_flops
 from strsr.presets import get_preset
@@ -33,7 +33,7 @@ def _measured(preset, height: int, width: int, text_tokens: int, device: str = "
     state = torch.randn(1, preset.latents.channels * patch**2, height // side, width // side).to(device)
     condition = Condition(torch.randn(1, text_tokens, preset.condition_width).to(device))
     with torch.no_grad():
-        return flop_counter_flops(lambda: predict_velocity(preset, transformer, state, preset.t1, condition))
+        return flop_counter_flops(lambda: predict_velocity(preset, transformer, state, preset.model_t, condition))
 
 
 def _analytic(preset, height: int, width: int, text_tokens: int) -> dict[str, int]:
@@ -96,8 +96,8 @@ def test_vae_flops_match_a_real_forward(vae_fixture, request):
     vae = request.getfixturevalue(vae_fixture)
     image = torch.rand(1, 3, 32, 48) * 2 - 1
     with torch.no_grad():
-        latent = encode_mode(vae, image)
-        encode = flop_counter_flops(lambda: encode_mode(vae, image))
+        latent = encode_latent(vae, image)
+        encode = flop_counter_flops(lambda: encode_latent(vae, image))
         decode = flop_counter_flops(lambda: decode_image(vae, latent))
     assert vae_flops(vae, 32, 48, "encode") == pytest.approx(encode, rel=0.01)
     assert vae_flops(vae, 32, 48, "decode") == pytest.approx(decode, rel=0.01)
@@ -111,7 +111,7 @@ def test_preset_vae_flops_on_meta(name):
     side = preset.latents.vae_scale
     latent = torch.zeros(1, preset.latents.channels, 1024 // side, 1024 // side, device="meta")
     with torch.no_grad():
-        encode = flop_counter_flops(lambda: encode_mode(vae, image))
+        encode = flop_counter_flops(lambda: encode_latent(vae, image))
         decode = flop_counter_flops(lambda: decode_image(vae, latent))
     assert vae_flops(vae, 1024, 1024, "encode") == pytest.approx(encode, rel=0.01)
     assert vae_flops(vae, 1024, 1024, "decode") == pytest.approx(decode, rel=0.01)

@@ -93,9 +93,9 @@ def test_official_checkpoint_reproduces_the_peft_model_exactly(official):
     load_official_checkpoint(model, folder)
     state, features = _inputs(preset)
     with torch.no_grad():
-        want = predict_velocity(preset, reference, state, preset.t1, Condition(projector(features)))
+        want = predict_velocity(preset, reference, state, preset.model_t, Condition(projector(features)))
         with reference.disable_adapter():
-            plain = predict_velocity(preset, reference, state, preset.t1, Condition(projector(features)))
+            plain = predict_velocity(preset, reference, state, preset.model_t, Condition(projector(features)))
     assert (want - plain).abs().max() > 1e-3  # the LoRA matters, so equality below is not vacuous
     assert torch.equal(_strsr_velocity(model, state, features), want)
     # and the whole generator, pixels in, pixels out
