@@ -20,9 +20,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.conditioning import CONDITIONING_MODES
-from strsr.imageio import ImageError, find_images, load_image, save_image
+from strsr.imageio import ROUNDING_MODES, ImageError, find_images, load_image, save_image
 from strsr.pipeline import SuperResolver
 from strsr.presets import PRESETS
 
@@ -54,9 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="prompt for --conditioning text (vlm: default the official one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024)")
-    p.add_argument("--overlap", type=int, default=64, help="overlap between output tiles in pixels (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024, as official)")
+    p.add_argument("--overlap", type=int, default=64,
+                   help="overlap between output tiles in pixels (default: 64, as official)")  # fmt: skip
+    p.add_argument("--latent", default="sample", choices=LATENT_MODES,
+                   help="VAE encoding: sample (the official scripts', seeded per image by --seed) or mode "
+                        "(the posterior mean, no noise) (default: sample)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of each image's latent sample, and of --random-weights (default: 0)")  # fmt: skip
+    p.add_argument("--rounding", default="floor", choices=ROUNDING_MODES,
+                   help="float to integer samples: floor (what the official scripts write) or nearest "
+                        "(default: floor)")  # fmt: skip
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"),
                    help="attention kernels: PyTorch SDPA, or strsr's Triton kernels (FLUX.2 presets, GPU)")  # fmt: skip
     p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
@@ -101,7 +110,7 @@ def _device_for_rank(device: str, env=os.environ) -> str:
     return device
 
 
-def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool) -> None:
+def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
     image = load_image(source)
     bar = None
 
@@ -122,7 +131,7 @@ def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool) -
     if result.alpha is not None and alpha is None:
         log.warning("%s: JPEG has no alpha channel; alpha dropped in %s", source, target)
     bit_depth = result.bit_depth if target.suffix in (".png", ".tif") else 8
-    save_image(target, result.rgb, alpha, bit_depth=bit_depth, grayscale=result.grayscale)
+    save_image(target, result.rgb, alpha, bit_depth=bit_depth, grayscale=result.grayscale, rounding=rounding)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.backend != "torch":
             resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap,
-                                                 backend=args.backend, cuda_graph=args.cuda_graph,
+                                                 seed=args.seed, backend=args.backend, cuda_graph=args.cuda_graph,
                                                  vlm=args.vlm)  # fmt: skip
         else:
             resolver = SuperResolver.from_preset(
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 random_weights=args.random_weights, conditioning=args.conditioning, prompt=args.prompt,
                 vlm=args.vlm, text_encoder=args.text_encoder,
                 device=_device_for_rank(args.device), dtype=args.dtype, tile=args.tile, overlap=args.overlap,
-                seed=args.seed, attention_backend=args.attention,
+                seed=args.seed, latent=args.latent, attention_backend=args.attention,
             )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
@@ -180,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for source, target in tqdm(jobs, desc="images", unit="img", disable=args.quiet or len(jobs) == 1):
         try:
-            _process(resolver, source, target, args.quiet)
+            _process(resolver, source, target, args.quiet, args.rounding)
         except ImageError as err:
             failures += 1
             log.error("%s", err)
+        except ValueError as err:  # an image the model cannot take (e.g. too elongated for the VLM)
+            failures += 1
+            log.error("%s: %s", source, err)
         except RuntimeError as err:  # e.g. out of memory on one huge image: report it, go on with the rest
             failures += 1
             log.error("%s: failed (%s)", source, str(err).splitlines()[0])

@@ -43,7 +43,9 @@ __all__ = [
     "LoadedImage",
     "find_images",
     "image_from_pil",
+    "ROUNDING_MODES",
     "load_image",
+    "quantize",
     "save_image",
 ]
 
@@ -53,6 +55,10 @@ logger = logging.getLogger(__name__)
 _SUFFIX_ORDER = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(_SUFFIX_ORDER)
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+# How [0, 1] floats become integer samples: "floor" is what the official StrSR scripts write (torchvision's
+# ToPILImage: float32 x * 255, truncated), "nearest" rounds (on average 0.5 LSB closer to the float result).
+ROUNDING_MODES = ("floor", "nearest")
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _EXIF_ORIENTATION = 0x0112
@@ -308,6 +314,19 @@ def _orient(chw: torch.Tensor, orientation: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- writing
 
 
+def quantize(planes: np.ndarray, bit_depth: int = 8, rounding: str = "floor") -> np.ndarray:
+    """Float samples in [0, 1] (any shape) -> uint8 (bit_depth 8) or uint16 (16), by `rounding` (ROUNDING_MODES)."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDING_MODES)}")
+    peak = 65535.0 if bit_depth == 16 else 255.0
+    clipped = np.clip(planes, 0.0, 1.0)
+    if rounding == "floor":  # in float32, as torchvision's `pic.mul(255).byte()`
+        scaled = np.floor(clipped.astype(np.float32) * np.float32(peak))
+    else:
+        scaled = np.rint(clipped.astype(np.float64) * peak)
+    return scaled.astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
 def save_image(
     path: str | os.PathLike,
     rgb: torch.Tensor,
@@ -315,10 +334,12 @@ def save_image(
     *,
     bit_depth: int = 8,
     grayscale: bool = False,
+    rounding: str = "floor",
 ) -> None:
     """Write an image atomically; the format comes from the suffix (.png, .jpg/.jpeg, .webp, .tif/.tiff).
 
-    rgb: (3, H, W) float in [0, 1] on any device (clamped, rounded to nearest).
+    rgb: (3, H, W) float in [0, 1] on any device (clamped, then made integers by `rounding`: "floor", as the
+        official scripts save, or "nearest").
     alpha: (1, H, W) float in [0, 1] or None; stored as an alpha channel (JPEG cannot: error).
     bit_depth: 8, or 16 for PNG/TIFF. 16-bit PNG with colour or alpha is written as 8-bit with a warning (no
         installed library writes it); JPEG and WebP reject 16.
@@ -344,8 +365,7 @@ def save_image(
         logger.warning("%s: no installed library writes 16-bit PNG with colour or alpha; writing 8-bit", name)
         bit_depth = 8
 
-    peak = 65535.0 if bit_depth == 16 else 255.0
-    samples = np.rint(channels * peak).astype(np.uint16 if bit_depth == 16 else np.uint8).transpose(1, 2, 0)
+    samples = quantize(channels, bit_depth, rounding).transpose(1, 2, 0)
 
     folder = target.parent
     if not folder.is_dir():

@@ -1,14 +1,19 @@
-"""`SuperResolver`: the x4 inference pipeline around a `StrSRGenerator`.
+"""`SuperResolver`: the x4 inference pipeline around a `StrSRGenerator`, tiled as the official StrSR scripts tile.
 
-Per image: bicubic x4 to the output size, split into output tiles, reflect-pad each tile to the preset's pixel
-multiple, one model step, crop, blend the tiles with linear feathering. The bicubic upsampling is done per tile from
-a small LR context window, so no full-size float copy of the upsampled image is ever held: memory is bounded by one
-tile plus the output canvas.
+Per image: bicubic x4 to the output size (PyTorch's, clamped to [0, 1]), reflect-padded once to a multiple of 16,
+split into the official tile plan (`strsr.tiling`), one model step per tile, the outputs blended in the
+model's [-1, 1] range, the blend clamped once, mapped to [0, 1] and cropped back. Each tile's upsampled pixels are
+computed from a small LR window (bicubic is local), bit-identical to cropping the padded full-size upsampled image,
+which is therefore never held in memory.
+
+With `latent="sample"` the VAE posterior noise comes from a generator seeded with `seed` once per image and drawn
+tile by tile in row-major order: the very draws the official scripts make after `torch.manual_seed(seed)`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,15 +25,18 @@ from PIL import Image
 
 from strsr.build import build_generator
 from strsr.conditioning import default_conditioning
-from strsr.imageio import LoadedImage, image_from_pil
+from strsr.imageio import LoadedImage, image_from_pil, quantize
 from strsr.model import StrSRGenerator
 from strsr.presets import get_preset
-from strsr.tiling import Tile, TileBlender, plan_tiles
+from strsr.tiling import Tile, run_tiled
 
 log = logging.getLogger("strsr")
 
 SCALE = 4
-# LR pixels of context around a tile: bicubic x4 reads at most 2 LR pixels beyond the source footprint.
+# The official scripts pad the upsampled image to a multiple of 16 (VAE 8x, token patch 2x); a preset whose pixel
+# multiple does not divide 16 pads to the least common multiple.
+OFFICIAL_PAD_MULTIPLE = 16
+# LR pixels of context around a region: bicubic x4 reads at most 2 LR pixels beyond the source footprint.
 _BICUBIC_CONTEXT = 3
 
 
@@ -61,30 +69,37 @@ def bundled_weights(preset) -> Path | None:
     return path if path.is_file() else None
 
 
-def upsample_region(lr: torch.Tensor, tile: Tile) -> torch.Tensor:
-    """Bicubic x4 of `lr` (B, C, h, w), restricted to output `tile`; equals cropping the full upsampled image.
-
-    `tile` coordinates are output pixels and multiples of 4. Values are clamped to [0, 1].
-    """
+def bicubic_x4_region(lr: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Rows [top, bottom) and columns [left, right) of `F.interpolate(lr, 4, "bicubic").clamp(0, 1)` for `lr`
+    (B, C, h, w), bit-identical to that crop, computed from an LR window around the region."""
     h, w = lr.shape[-2:]
-    top = max(tile.top // SCALE - _BICUBIC_CONTEXT, 0)
-    left = max(tile.left // SCALE - _BICUBIC_CONTEXT, 0)
-    bottom = min(-(-tile.bottom // SCALE) + _BICUBIC_CONTEXT, h)
-    right = min(-(-tile.right // SCALE) + _BICUBIC_CONTEXT, w)
-    window = lr[..., top:bottom, left:right]
+    y0, x0 = max(top // SCALE - _BICUBIC_CONTEXT, 0), max(left // SCALE - _BICUBIC_CONTEXT, 0)
+    y1 = min(-(-bottom // SCALE) + _BICUBIC_CONTEXT, h)
+    x1 = min(-(-right // SCALE) + _BICUBIC_CONTEXT, w)
+    window = lr[..., y0:y1, x0:x1].contiguous()
     up = F.interpolate(window, scale_factor=SCALE, mode="bicubic", align_corners=False)
-    y0, x0 = tile.top - top * SCALE, tile.left - left * SCALE
-    return up[..., y0 : y0 + tile.height, x0 : x0 + tile.width].clamp(0, 1)
+    return up[..., top - y0 * SCALE : bottom - y0 * SCALE, left - x0 * SCALE : right - x0 * SCALE].clamp(0, 1)
 
 
-def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if not (pad_h or pad_w):
-        return image
-    # Reflect keeps image statistics at the border; it needs the pad to be smaller than the side.
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+def padded_source(length: int, padded: int) -> torch.Tensor:
+    """(padded,) int64: the source position of each position of a side of `length` padded at its end to `padded`,
+    reflected as `F.pad(mode="reflect")` does; where the pad is not shorter than the side (reflect cannot pad it;
+    the official scripts fail there) the edge is replicated instead."""
+    index = torch.arange(padded)
+    if padded - length < length:
+        return torch.where(index < length, index, 2 * (length - 1) - index)
+    return index.clamp(max=length - 1)
+
+
+def upsampled_tile(lr: torch.Tensor, tile: Tile, padded_height: int, padded_width: int) -> torch.Tensor:
+    """`tile` of the bicubic x4 upsampling of `lr` (B, C, h, w) reflect-padded to (padded_height, padded_width):
+    (B, C, tile.height, tile.width) in [0, 1]."""
+    height, width = lr.shape[-2] * SCALE, lr.shape[-1] * SCALE
+    rows = padded_source(height, padded_height)[tile.top : tile.bottom]
+    cols = padded_source(width, padded_width)[tile.left : tile.right]
+    top, left = int(rows.min()), int(cols.min())
+    region = bicubic_x4_region(lr, top, int(rows.max()) + 1, left, int(cols.max()) + 1)
+    return region[..., rows - top, :][..., cols - left]
 
 
 @dataclass(frozen=True)
@@ -94,13 +109,13 @@ class UpscaledImage:
     bit_depth: int
     grayscale: bool
 
-    def to_pil(self) -> Image.Image:
-        array = (self.rgb.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    def to_pil(self, rounding: str = "floor") -> Image.Image:
+        """An 8-bit Pillow image; `rounding` as in `strsr.imageio.quantize` (floor: the official scripts')."""
+        array = quantize(self.rgb.permute(1, 2, 0).numpy(), 8, rounding)
         if self.grayscale:
-            return Image.fromarray(array[..., 0], mode="L")
+            return Image.fromarray(array[..., 0])
         if self.alpha is not None:
-            alpha = (self.alpha[0].numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            array = np.concatenate([array, alpha[..., None]], axis=-1)
+            array = np.concatenate([array, quantize(self.alpha.permute(1, 2, 0).numpy(), 8, rounding)], axis=-1)
         return Image.fromarray(array)
 
 
@@ -112,15 +127,19 @@ class SuperResolver:
         out = resolver.upscale_tensor(lr)                   # (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w)
     """
 
-    def __init__(self, model: StrSRGenerator, *, tile: int = 1024, overlap: int = 64, weights_are_random=False):
+    def __init__(self, model: StrSRGenerator, *, tile: int = 1024, overlap: int = 64, seed: int = 0,
+                 weights_are_random=False):  # fmt: skip
+        """`tile` and `overlap` are in output pixels (the official defaults); `seed` seeds each image's VAE
+        posterior sample (latent "sample")."""
         multiple = model.preset.latents.pixel_multiple
         if tile % multiple or tile <= 0:
             raise ValueError(f"tile size {tile} must be a positive multiple of {multiple}")
-        if overlap % SCALE or not 0 <= overlap < tile:
-            raise ValueError(f"overlap {overlap} must be a multiple of {SCALE} in [0, tile)")
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap {overlap} must be in [0, tile)")
         self.model = model.eval()
         self.tile = tile
         self.overlap = overlap
+        self.seed = seed
         self.weights_are_random = weights_are_random
 
     @classmethod
@@ -140,10 +159,12 @@ class SuperResolver:
         tile: int = 1024,
         overlap: int = 64,
         seed: int = 0,
+        latent: str = "sample",
         attention_backend: str = "sdpa",
     ) -> SuperResolver:
         """`conditioning` None: the preset's default (vlm for full backbones, none for tiny); `vlm` and
-        `text_encoder` are local folders for the vlm and text modes."""
+        `text_encoder` are local folders for the vlm and text modes. `latent`: "sample" (the official encoding,
+        seeded per image by `seed`, which also seeds random weights) or "mode"."""
         device = resolve_device(device)
         default = default_conditioning(get_preset(preset))
         conditioning = conditioning or default
@@ -152,44 +173,48 @@ class SuperResolver:
         model = build_generator(
             preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
             conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
-            attention_backend=attention_backend, vlm=vlm, text_encoder_dir=text_encoder,
+            attention_backend=attention_backend, vlm=vlm, text_encoder_dir=text_encoder, latent=latent,
         )  # fmt: skip
         random = checkpoint is None and pretrained is None
-        return cls(model, tile=tile, overlap=overlap, weights_are_random=random)
+        return cls(model, tile=tile, overlap=overlap, seed=seed, weights_are_random=random)
 
     @classmethod
     def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64,
-                    backend: str = "onnx", cuda_graph: bool = False, vlm: str | Path | None = None):  # fmt: skip
+                    seed: int = 0, backend: str = "onnx", cuda_graph: bool = False,
+                    vlm: str | Path | None = None):  # fmt: skip
         """Run an `strsr-export` folder in ONNX Runtime (`onnx`) or TensorRT (`trt`) with the same tiling and
         blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes; `vlm` is the
         Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in PyTorch)."""
         if backend == "trt":
             from strsr.trt_backend import TrtGenerator
 
-            return cls(TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm), tile=tile, overlap=overlap)
+            generator = TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm)
+            return cls(generator, tile=tile, overlap=overlap, seed=seed)
         if backend != "onnx":
             raise ValueError(f"unknown export backend {backend!r} (onnx or trt)")
         from strsr.onnx_backend import OnnxGenerator
 
-        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm), tile=tile, overlap=overlap)
+        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm), tile=tile, overlap=overlap, seed=seed)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     @torch.no_grad()
-    def restore(self, upsampled: torch.Tensor, condition=None) -> torch.Tensor:
-        """One model pass on an upsampled crop (B, 3, H, W) in [0, 1]; pads to the pixel multiple and crops back."""
-        h, w = upsampled.shape[-2:]
-        padded = _pad_to_multiple(upsampled.to(self.device), self.model.preset.latents.pixel_multiple)
-        out = self.model(padded * 2 - 1, condition)
-        return ((out[..., :h, :w] + 1) / 2).clamp(0, 1)
+    def restore(self, upsampled: torch.Tensor, condition=None, generator: torch.Generator | None = None):
+        """One model pass on an upsampled tile (B, 3, H, W) in [0, 1], sides multiples of the pixel multiple ->
+        the model's output (B, 3, H, W) float32 in its [-1, 1] range, not clamped."""
+        return self.model(upsampled.to(self.device) * 2.0 - 1.0, condition, generator)
+
+    def latent_generator(self) -> torch.Generator:
+        """A fresh generator for one image's posterior noise, on the model's device, seeded with `seed`."""
+        return torch.Generator(self.device).manual_seed(self.seed)
 
     @torch.no_grad()
     def upscale_tensor(self, lr: torch.Tensor, progress=None) -> torch.Tensor:
         """(B, 3, h, w) float in [0, 1] -> (B, 3, 4h, 4w) float32 in [0, 1], on the CPU.
 
-        `progress`, if given, is called with the number of tiles once, then once per finished tile.
+        `progress`, if given, is called with the number of tiles once, then once per finished tile (None).
         """
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise ValueError(f"expected an LR batch of shape (B, 3, h, w), got {tuple(lr.shape)}")
@@ -197,17 +222,18 @@ class SuperResolver:
             raise ValueError(f"expected a float tensor in [0, 1], got {lr.dtype}")
         batch, _, h, w = lr.shape
         height, width = h * SCALE, w * SCALE
-        tiles = plan_tiles(height, width, self.tile, self.overlap, align=SCALE)
+        multiple = math.lcm(OFFICIAL_PAD_MULTIPLE, self.model.preset.latents.pixel_multiple)
+        padded_height, padded_width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
         condition = self.model.condition_for(lr)  # once per image, not per tile
-        blender = TileBlender(batch, 3, height, width, self.overlap)
-        if progress is not None:
-            progress(len(tiles))
-        lr = lr.float()
-        for tile in tiles:
-            blender.add(tile, self.restore(upsample_region(lr, tile), condition).cpu())
-            if progress is not None:
-                progress(None)
-        return blender.result().clamp(0, 1)
+        lr = lr.float().cpu()  # the official bicubic runs on the CPU
+        generator = self.latent_generator()
+
+        def produce(tile: Tile) -> torch.Tensor:
+            upsampled = upsampled_tile(lr, tile, padded_height, padded_width)
+            return self.restore(upsampled, condition, generator).cpu()
+
+        blend = run_tiled(produce, batch, 3, padded_height, padded_width, self.tile, self.overlap, progress)
+        return ((blend.clamp(-1, 1) + 1.0) / 2.0)[..., :height, :width]
 
     def upscale_image(self, image: LoadedImage, progress=None) -> UpscaledImage:
         rgb = self.upscale_tensor(image.rgb.unsqueeze(0), progress)[0]

@@ -1,27 +1,18 @@
-"""Output-space tiling with linear feathering, so super-resolution memory stays bounded by one tile.
+"""Output-space tiling as the official StrSR scripts tile (`infer_tiled` in test_flux.py / test_zimage.py), so that
+memory stays bounded by one tile and the blended result is the official one.
 
-An output image of size (H, W) is covered by a row-major grid of overlapping windows of at most `tile` pixels per
-side. Each window is produced independently (by the model, or by `run_tiled`'s `fn`) and the windows are blended
-with weights that ramp linearly across `overlap` pixels at every side facing a neighbour, then normalised by the
-weight sum. Identical tiles therefore reproduce the input up to float rounding, and tile-dependent outputs meet in
-a gradual transition instead of a visible seam.
+The plan, for an image already padded to the model's pixel multiple:
+- Tile starts per axis (`tile_starts`): 0, stride, 2 * stride, ... with stride = tile - overlap, as long as a full
+  tile fits; then one more start, length - tile, so the last tile ends flush with the edge (it overlaps its
+  neighbour by more than `overlap`). A side no longer than the tile is one tile of the side's length.
+- Blending weights (`feather_weights`): 1, times `linspace(0, 1, overlap)` over the first `overlap` rows (columns)
+  of a tile whose top (left) is not the image edge, and `linspace(1, 0, overlap)` over the last `overlap` rows
+  (columns) of one whose bottom (right) is not the edge, multiplied in that order. Facing ramps of neighbours
+  `overlap` apart sum to 1; where the last tile overlaps more, the weighted sum is normalised anyway.
+- `TileBlender` accumulates `pixels * weights` and the weights in float32 and divides at the end by the weight sum
+  (floored at 1e-6, as the official code does). Clamping is the caller's, once, after the division.
 
-Window placement (per axis, `tile_starts`):
-- As few windows as possible subject to: first start 0, neighbouring windows overlapping by at least `overlap`,
-  starts multiples of `align` (the pipeline passes 4 so each output window maps to an integer LR region).
-- Starts are spread evenly between 0 and the last start rather than stepping by `tile - overlap` and shifting
-  only the last window back; the surplus overlap is thus shared by all seams instead of piling up at the last one.
-- Every window has size `min(tile, length)` except that the last window is clipped at the image end when
-  `length - tile` is not a multiple of `align`: its start is rounded *up* to `align`, so it ends exactly at `length`
-  and is shorter than `tile` by less than `align`. With `align` dividing both `length` and `tile` (the pipeline
-  case) no window is clipped.
-
-Feathering (`feather_weights`): the ramp on a side facing a neighbour is `(i + 0.5) / overlap` for the i-th pixel
-from that side, capped at 1; sides on the image border are not feathered. The ramp length is `overlap`, not the
-actual overlap with the neighbour (which a tile alone cannot know and may be larger). Where the actual overlap
-equals `overlap` the two ramps sum to exactly 1, a linear partition of unity (and the separable 2D product too).
-Where it is larger, each neighbour ramps in over its first `overlap` pixels and the middle of the overlap is an
-equal-weight average: still continuous, monotone and with steps of at most about 1 / overlap per pixel.
+`overlap == 0` (which the official code cannot run with more than one tile) means no ramps: tiles abut.
 """
 
 from __future__ import annotations
@@ -31,10 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
+_MIN_WEIGHT_SUM = 1e-6  # the official division floor
+
 
 @dataclass(frozen=True)
 class Tile:
-    """One window of the output image: rows [top, bottom) and columns [left, right)."""
+    """One window of the image: rows [top, bottom) and columns [left, right)."""
 
     top: int
     left: int
@@ -62,93 +55,64 @@ class Tile:
         return slice(self.top, self.bottom), slice(self.left, self.right)
 
 
-def _validate_grid(tile: int, overlap: int, align: int) -> None:
+def _validate_grid(tile: int, overlap: int) -> None:
     if tile <= 0:
         raise ValueError(f"tile must be positive, got {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must satisfy 0 <= overlap < tile, got overlap={overlap}, tile={tile}")
-    if align < 1:
-        raise ValueError(f"align must be >= 1, got {align}")
-    if tile % align or overlap % align:
-        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of align ({align})")
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Window starts covering [0, length); window k spans [starts[k], min(starts[k] + tile, length)).
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Window starts along one axis of `length` pixels; window k spans [starts[k], starts[k] + min(tile, length)).
 
-    The first start is 0 and the last window ends exactly at `length`. Neighbouring windows overlap by at least
-    `overlap` pixels, starts are multiples of `align`, and the count is the minimum those constraints allow
-    (`ceil((length - tile) / (tile - overlap)) + 1`, or 1 when `length <= tile`). Starts are spread evenly, and
-    only the last window may be clipped (by less than `align`) when `length - tile` is not a multiple of `align`.
-
-    Raises ValueError unless length >= 1, tile > 0, 0 <= overlap < tile, align >= 1 and align divides both
-    tile and overlap.
+    Starts step by tile - overlap from 0 while a whole tile fits; a last start at length - tile is added when
+    the steps do not land on it, so the last window ends exactly at `length`.
     """
-    _validate_grid(tile, overlap, align)
+    _validate_grid(tile, overlap)
     if length < 1:
         raise ValueError(f"length must be positive, got {length}")
-    if length <= tile:
-        return [0]
-    span = length - tile
-    stride = tile - overlap  # a positive multiple of align, so ceil-to-align below never overshoots it
-    num_steps = -(-span // stride)
-    # Start k is align * ceil(k * span / (num_steps * align)). Consecutive differences are at most
-    # ceil(span / num_steps / align) * align <= stride (the overlap guarantee); the last start is span rounded up
-    # to align (the window ending at `length`). Middle starts stay <= span, i.e. middle windows are full size,
-    # because the step span / num_steps exceeds the rounding slack: it is > stride / 2 >= align when
-    # stride >= 2 * align, and when stride == align, num_steps == ceil(span / align) makes the bound exact.
-    denom = num_steps * align
-    return [align * (-(-k * span // denom)) for k in range(num_steps + 1)]
+    last = max(0, length - tile)
+    starts = list(range(0, last + 1, tile - overlap))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     """Row-major tiles covering an (height, width) image; the product of `tile_starts` along each axis."""
-    rows = tile_starts(height, tile, overlap, align)
-    cols = tile_starts(width, tile, overlap, align)
-    return [Tile(top, left, min(tile, height - top), min(tile, width - left)) for top in rows for left in cols]
-
-
-def _ramp(length: int, feather_start: bool, feather_end: bool, overlap: int) -> torch.Tensor:
-    """(length,) float32 weights: 1, ramping linearly to (0.5 / overlap) at each feathered end."""
-    weights = torch.ones(length, dtype=torch.float32)
-    if overlap == 0:
-        return weights
-    # Pixel centres (i + 0.5) keep the ramp strictly positive and make facing ramps sum to exactly 1.
-    centres = torch.arange(length, dtype=torch.float32) + 0.5
-    if feather_start:
-        weights = torch.minimum(weights, centres / overlap)
-    if feather_end:
-        weights = torch.minimum(weights, (length - centres) / overlap)
-    return weights
+    rows = tile_starts(height, tile, overlap)
+    cols = tile_starts(width, tile, overlap)
+    return [Tile(top, left, min(tile, height), min(tile, width)) for top in rows for left in cols]
 
 
 def feather_weights(
-    tile: Tile,
-    height: int,
-    width: int,
-    overlap: int,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
+    tile: Tile, height: int, width: int, overlap: int, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """(1, 1, tile.height, tile.width) blending weights for `tile` inside a (height, width) image.
-
-    Separable product of per-axis ramps: 1 in the interior, `(i + 0.5) / overlap` for the i-th pixel from a side
-    that does not lie on the image border (capped at 1; where opposite ramps meet the smaller wins), and 1 up to
-    the edge on border sides. Strictly positive everywhere. `overlap == 0` gives all ones.
-    """
+    """(1, 1, tile.height, tile.width) float32 blending weights for `tile` inside a (height, width) image: the
+    official ramps on each side that is not the image edge (see the module docstring), applied top, bottom, left,
+    right in that order so the products round as the official code's do."""
     if overlap < 0:
         raise ValueError(f"overlap must be non-negative, got {overlap}")
     if tile.bottom > height or tile.right > width:
         raise ValueError(f"{tile} does not fit in a {height}x{width} image")
-    rows = _ramp(tile.height, tile.top > 0, tile.bottom < height, overlap)
-    cols = _ramp(tile.width, tile.left > 0, tile.right < width, overlap)
-    weights = rows[:, None] * cols[None, :]  # (h, w)
-    return weights[None, None].to(device=device, dtype=dtype)  # (1, 1, h, w)
+    weights = torch.ones(1, 1, tile.height, tile.width, dtype=torch.float32, device=device)
+    if overlap == 0:
+        return weights
+    rising = torch.linspace(0, 1, overlap, device=device)
+    falling = torch.linspace(1, 0, overlap, device=device)
+    if tile.top > 0:
+        weights[:, :, :overlap, :] *= rising.view(1, 1, -1, 1)
+    if tile.bottom < height:
+        weights[:, :, -overlap:, :] *= falling.view(1, 1, -1, 1)
+    if tile.left > 0:
+        weights[:, :, :, :overlap] *= rising.view(1, 1, 1, -1)
+    if tile.right < width:
+        weights[:, :, :, -overlap:] *= falling.view(1, 1, 1, -1)
+    return weights
 
 
 class TileBlender:
-    """Accumulates feathered tiles into a (B, C, H, W) float32 canvas and normalises by the weight sum.
+    """Accumulates weighted tiles into a (B, C, H, W) float32 canvas and divides by the weight sum at the end.
 
     Memory is the canvas plus a (1, 1, H, W) float32 weight sum; tiles are consumed as they arrive.
     """
@@ -179,42 +143,35 @@ class TileBlender:
             raise ValueError(f"pixels for {tile} must have shape {expected}, got {tuple(pixels.shape)}")
         weights = feather_weights(tile, self.height, self.width, self.overlap, device=self.canvas.device)
         rows, cols = tile.slices()
-        # Accumulate in fp32 on the canvas device whatever the model's output precision.
         self.canvas[..., rows, cols] += pixels.to(device=self.canvas.device, dtype=torch.float32) * weights
         self.weight_sum[..., rows, cols] += weights
 
     def result(self) -> torch.Tensor:
-        """(B, C, H, W) float32 normalised blend. Raises RuntimeError if some pixel was covered by no tile."""
-        uncovered = int((self.weight_sum == 0).sum())
-        if uncovered:
-            raise RuntimeError(f"{uncovered} of {self.height * self.width} pixels were not covered by any tile")
-        return self.canvas / self.weight_sum
+        """(B, C, H, W) float32: the weighted sum divided by the weight sum (floored at 1e-6), not clamped."""
+        return self.canvas / self.weight_sum.clamp_min(_MIN_WEIGHT_SUM)
 
 
 def run_tiled(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
+    produce: Callable[[Tile], torch.Tensor],
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
     tile: int,
     overlap: int,
-    align: int = 1,
-    progress: Callable[[], object] | None = None,
+    progress: Callable[[int | None], object] | None = None,
 ) -> torch.Tensor:
-    """Apply a same-size map `fn` tile by tile to `image` (B, C, H, W) and blend the results.
+    """Blend `produce(tile)` (B, C, tile.height, tile.width) over the plan of an (height, width) image.
 
-    `fn` takes a (B, C, h, w) crop and returns (B, C', h, w) in any float dtype; the output is (B, C', H, W)
-    float32 on `image.device`. `progress()`, if given, is called once per finished tile (e.g. `bar.update`).
-    Gradients are not disabled here; wrap the call in `torch.no_grad()` for inference.
+    Returns the (B, C, H, W) float32 blend on the CPU. `progress`, if given, is called with the number of tiles
+    once, then with None after each tile.
     """
-    if image.ndim != 4:
-        raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
-    batch, _, height, width = image.shape
-    blender = None
-    for t in plan_tiles(height, width, tile, overlap, align):
-        rows, cols = t.slices()
-        out = fn(image[..., rows, cols])
-        if blender is None:  # C' is only known once fn has run
-            blender = TileBlender(batch, out.shape[1], height, width, overlap, device=image.device)
-        blender.add(t, out)
+    tiles = plan_tiles(height, width, tile, overlap)
+    blender = TileBlender(batch, channels, height, width, overlap)
+    if progress is not None:
+        progress(len(tiles))
+    for t in tiles:
+        blender.add(t, produce(t))
         if progress is not None:
-            progress()
+            progress(None)
     return blender.result()

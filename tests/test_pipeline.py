@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data
 
-from strsr.pipeline import SuperResolver, upsample_region
+from strsr.pipeline import SuperResolver, padded_source, upsampled_tile
 from strsr.tiling import plan_tiles
 
 OVERLAP = 16
@@ -23,12 +23,21 @@ def _resolver(tile, seed=0):
     return SuperResolver.from_preset("tiny", tile=tile, overlap=OVERLAP, seed=seed)
 
 
-def test_tile_bicubic_equals_cropped_full_bicubic():
-    lr = _photo(37, 53)  # odd sizes: tiles start inside the image and at its borders
+def test_tile_bicubic_equals_the_padded_full_bicubic_bit_for_bit():
+    lr = _photo(37, 53)  # x4 = 148 x 212, reflect-padded to 160 x 224: tiles reach into the padding
     full = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
-    for tile in plan_tiles(148, 212, 64, 16, align=4):
+    padded = F.pad(full, (0, 12, 0, 12), mode="reflect")
+    for tile in plan_tiles(160, 224, 64, 12):
         rows, cols = tile.slices()
-        torch.testing.assert_close(upsample_region(lr, tile), full[..., rows, cols], rtol=0, atol=1e-6)
+        assert torch.equal(upsampled_tile(lr, tile, 160, 224), padded[..., rows, cols])
+
+
+def test_padding_reflects_like_f_pad_and_replicates_where_reflect_cannot():
+    for length, padded in ((5, 8), (13, 16), (148, 160), (16, 16)):
+        x = torch.arange(length, dtype=torch.float32).view(1, 1, 1, -1).expand(1, 1, length, -1)
+        want = F.pad(x, (0, padded - length, 0, 0), mode="reflect")[0, 0, 0].long()
+        assert torch.equal(padded_source(length, padded), want)
+    assert padded_source(4, 16).tolist() == [0, 1, 2, 3] + [3] * 12  # a pad of 12 on 4 pixels: replicate
 
 
 def test_zero_velocity_model_returns_bicubic_tiled_and_untiled():
@@ -51,10 +60,10 @@ def test_tiled_equals_untiled_away_from_seams_for_a_local_model():
         r.model.velocity = lambda state, condition: conv(state) * 0.1
     a, b = tiled.upscale_tensor(lr), untiled.upscale_tensor(lr)
     assert (a - b).abs().max() > 1e-4  # tiles do see different context near seams
-    # the conv reaches one state pixel (8 image px) beyond a tile edge; tile padding adds at most 8 more
-    margin = 16 + OVERLAP
+    # the conv reaches one state pixel (8 image px) beyond a tile edge
+    margin = 8 + OVERLAP
     far = torch.ones(a.shape[-2:], dtype=torch.bool)
-    for t in plan_tiles(160, 224, 64, OVERLAP, align=4):
+    for t in plan_tiles(160, 224, 64, OVERLAP):
         for edge, is_border in ((t.top, t.top == 0), (t.bottom, t.bottom == 160)):
             if not is_border:
                 far[max(edge - margin, 0) : edge + margin, :] = False
@@ -72,7 +81,7 @@ def _seam_steps(overlap):
     resolver.model.velocity = lambda state, condition: state.mean(dim=(2, 3), keepdim=True).expand_as(state)
     out = resolver.upscale_tensor(_photo())[0]
     step_x = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(0, 1))
-    tiles = plan_tiles(160, 224, 64, overlap, align=4)
+    tiles = plan_tiles(160, 224, 64, overlap)
     seams = sorted({t.left for t in tiles if t.left} | {t.right for t in tiles if t.right < 224})
     return torch.stack([step_x[s - 1] for s in seams]) / step_x.median()
 
@@ -107,3 +116,5 @@ def test_tiny_inputs_are_padded_and_cropped():
     resolver = _resolver(1024)
     out = resolver.upscale_tensor(torch.rand(1, 3, 1, 3))
     assert out.shape == (1, 3, 4, 12) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"overlap 1024 must be in \[0, tile\)"):
+        SuperResolver(resolver.model, tile=1024, overlap=1024)
