@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.cli import sample_image
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning
@@ -58,6 +59,7 @@ class ExportSpec:
     prompt: str
     vlm: Path | None
     text_encoder: Path | None
+    latent: str
 
 
 def parse(argv: list[str] | None) -> ExportSpec:
@@ -80,6 +82,9 @@ def parse(argv: list[str] | None) -> ExportSpec:
     p.add_argument("--prompt", default="", help="prompt for text conditioning (vlm: default the official one)")
     p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder (vlm conditioning: it stays in PyTorch)")
     p.add_argument("--text-encoder", type=Path, help="folder with text_encoder/ and tokenizer/ (text conditioning)")
+    p.add_argument("--latent", default="sample", choices=LATENT_MODES,
+                   help="VAE encoding: sample (the encoder graph takes the posterior noise, drawn by the runtime) "
+                        "or mode (default: sample, as the official scripts)")  # fmt: skip
     a = p.parse_args(argv)
     if a.calibration_tiles < 1:
         p.error("--calibration-tiles must be at least 1")
@@ -89,7 +94,7 @@ def parse(argv: list[str] | None) -> ExportSpec:
         p.error(f"--calibration: {err}")
     return ExportSpec(a.preset, a.out, a.pretrained, a.checkpoint, a.random_weights, a.onnx or not a.trt, a.trt,
                       a.precision, a.tile, a.force, calibration, a.calibration_tiles, a.conditioning, a.prompt, a.vlm,
-                      a.text_encoder)  # fmt: skip
+                      a.text_encoder, a.latent)  # fmt: skip
 
 
 def require_tensorrt() -> None:
@@ -110,13 +115,17 @@ def export(spec: ExportSpec) -> dict:
     resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
                                          random_weights=spec.random_weights, device="cpu",
                                          dtype=_DTYPES[spec.precision], conditioning=spec.conditioning,
-                                         prompt=spec.prompt, vlm=spec.vlm, text_encoder=spec.text_encoder)  # fmt: skip
+                                         prompt=spec.prompt, vlm=spec.vlm, text_encoder=spec.text_encoder,
+                                         latent=spec.latent)  # fmt: skip
     model = resolver.model
     model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
     spec.out.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, "preset": spec.preset, "precision": spec.precision, "opset": OPSET,
            "weights_sha256": weights_hash(model), "tile": spec.tile,
-           "conditioning": _conditioning_entry(model)}  # fmt: skip
+           "conditioning": _conditioning_entry(model),
+           # what the runtime feeds the encoder: "sample" graphs take posterior noise of (B, C, H/s, W/s)
+           "latent": {"mode": "sample" if model.codec.samples else "mode", "channels": model.preset.latents.channels,
+                      "vae_scale": model.preset.latents.vae_scale}}  # fmt: skip
     if spec.precision == "fp8":
         key["calibration"] = {"images": [p.name for p in spec.calibration], "tiles": spec.calibration_tiles}
     current = not spec.force and is_current(spec.out, key)

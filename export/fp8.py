@@ -82,7 +82,7 @@ def calibration_states(model: StrSRGenerator, images: list[Path], crop: int, til
         left = int(torch.randint(up.shape[-1] - crop + 1, (1,), generator=gen))
         crops.append(up[..., top : top + crop, left : left + crop].clamp(0, 1))
     with torch.no_grad():
-        return torch.cat([codec.encode(c.to(param) * 2 - 1).float() for c in crops])
+        return torch.cat([codec.encode(c.to(param) * 2 - 1, gen).float() for c in crops])
 
 
 def quantize_dit_fp8(source: Path, calibration: dict[str, np.ndarray]) -> dict:

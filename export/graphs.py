@@ -1,6 +1,7 @@
 """The one-step pipeline cut into exportable stages, each a plain nn.Module over tensors.
 
-    vae_encoder:  upsampled LR tile (B, 3, H, W) in [-1, 1] -> state (B, C, h, w)   (family normalisation included)
+    vae_encoder:  upsampled LR tile (B, 3, H, W) in [-1, 1] -> state (B, C, h, w)   (family normalisation included;
+                  a sampling codec also takes the posterior noise (B, C_vae, H/s, W/s), drawn by the caller)
     dit_onestep:  state, condition tokens (B, L, D) -> z0 = state - t1 * G(state, t1, c)   (Euler step folded in)
     vae_decoder:  state -> image (B, 3, H, W), nominally in [-1, 1]
     projector:    VLM features (B, L, W) -> condition tokens (B, L, D)   (VLM conditioning only)
@@ -28,8 +29,10 @@ class VaeEncoderGraph(nn.Module):
         super().__init__()
         self.codec = model.codec
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.codec.encode(image)
+    def forward(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if self.codec.samples and noise is None:
+            raise ValueError("this codec samples its latent: pass the posterior noise")
+        return self.codec.encode(image, noise=noise)
 
 
 class DitOneStepGraph(nn.Module):

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class GraphSpec:
     inputs: dict[str, tuple[int, ...]]  # traced example shapes
     outputs: tuple[str, ...]
     dynamic: dict[str, dict[int, str]]  # input -> {axis: dim name}; empty: a static graph for one tile shape
+    derived: dict[str, tuple[str, int]] = field(default_factory=dict)  # dim name -> (base dim name, multiplier)
 
 
 def graph_specs(model: StrSRGenerator, tile: int, condition_tokens: int) -> list[GraphSpec]:
@@ -54,8 +55,15 @@ def graph_specs(model: StrSRGenerator, tile: int, condition_tokens: int) -> list
     else:
         dit = GraphSpec("dit_onestep", {"state": state, "condition": cond}, ("z0",),
                         {"state": state_dims, "condition": {0: "batch", 1: "condition_tokens"}})  # fmt: skip
+    encoder = GraphSpec("vae_encoder", {"image": (2, 3, height, width)}, ("state",), {"image": image_dims})
+    if model.codec.samples:  # the posterior noise comes in beside the image; its sides are the image's over s
+        scale = model.preset.latents.vae_scale
+        noise = model.codec.latent_shape((2, 3, height, width))
+        encoder = GraphSpec("vae_encoder", {"image": (2, 3, height, width), "noise": noise}, ("state",),
+                            {"image": image_dims, "noise": {0: "batch", 2: "latent_height", 3: "latent_width"}},
+                            {"height": ("latent_height", scale), "width": ("latent_width", scale)})  # fmt: skip
     specs = [
-        GraphSpec("vae_encoder", {"image": (2, 3, height, width)}, ("state",), {"image": image_dims}),
+        encoder,
         dit,
         GraphSpec("vae_decoder", {"state": state}, ("image",), {"state": state_dims}),
     ]
@@ -78,7 +86,10 @@ def tile_input_shapes(model: StrSRGenerator, tile: int, condition_tokens: int) -
     """Each graph's input shapes for one full `tile` x `tile` output tile at batch 1 (what engines optimise for)."""
     channels, scale = _state_geometry(model)
     state = (1, channels, tile // scale, tile // scale)
-    shapes = {"vae_encoder": {"image": (1, 3, tile, tile)},
+    encoder = {"image": (1, 3, tile, tile)}
+    if model.codec.samples:
+        encoder["noise"] = model.codec.latent_shape((1, 3, tile, tile))
+    shapes = {"vae_encoder": encoder,
               "dit_onestep": {"state": state, "condition": (1, condition_tokens, model.preset.condition_width)},
               "vae_decoder": {"state": state}}  # fmt: skip
     if model.image_conditioned:
@@ -112,6 +123,8 @@ def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
 
     module = _module(model, spec.name)
     dims: dict[str, Dim] = {}
+    for name, (base, factor) in spec.derived.items():  # e.g. the image's height as 8 x the latent's
+        dims[name] = dims.setdefault(base, Dim(base, min=1, max=1 << 11)) * factor
     dynamic_shapes = {
         name: {axis: dims.setdefault(dim, Dim(dim, min=1, max=1 << 14)) for axis, dim in axes.items()}
         for name, axes in spec.dynamic.items()

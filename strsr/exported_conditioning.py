@@ -1,9 +1,11 @@
 """Conditioning for an exported pipeline, as its manifest records it: stored tokens (none, text), or the VLM run
-in PyTorch with the exported adapter graph (`projector`) mapping its features into the DiT's width."""
+in PyTorch with the exported adapter graph (`projector`) mapping its features into the DiT's width; and the
+latent encoding it records (whether the encoder graph takes posterior noise, and of what shape)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,3 +49,23 @@ class ExportedConditioning:
             return self(lr.shape[0])
         features, _ = self.encoder.encode(lr)  # rows share one prompt, so one length: no mask is needed
         return Condition(self.projector(features))
+
+
+@dataclass(frozen=True)
+class ExportedLatent:
+    """A sampling export's encoder takes noise of (B, channels, H / vae_scale, W / vae_scale) beside the image."""
+
+    samples: bool
+    channels: int = 0
+    vae_scale: int = 1
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> ExportedLatent:
+        entry = manifest.get("latent") or {"mode": "mode"}  # exports before the latent option: the mode
+        if entry["mode"] == "mode":
+            return cls(False)
+        return cls(True, int(entry["channels"]), int(entry["vae_scale"]))
+
+    def noise_shape(self, image_shape) -> tuple[int, int, int, int]:
+        batch, _, height, width = image_shape
+        return batch, self.channels, height // self.vae_scale, width // self.vae_scale

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from strsr.backbones import Condition
-from strsr.exported_conditioning import ExportedConditioning
+from strsr.exported_conditioning import ExportedConditioning, ExportedLatent
 from strsr.manifest import ManifestError, check_manifest
 from strsr.presets import get_preset
 
@@ -40,6 +40,7 @@ class OnnxGenerator:
             for stage in (*_STAGES, *(["projector"] if "projector" in manifest["graphs"] else []))
         }
         self.conditioning = ExportedConditioning(self.engine_dir, manifest, self._project, vlm)
+        self.latent = ExportedLatent.from_manifest(manifest)
 
     def eval(self) -> OnnxGenerator:
         return self
@@ -55,8 +56,14 @@ class OnnxGenerator:
         feeds = {name: tensor.detach().float().cpu().numpy() for name, tensor in inputs.items()}
         return self.sessions[stage].run(None, feeds)[0]
 
-    def __call__(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, condition: Condition | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W); a sampling export's posterior noise is drawn from `generator`
+        on the CPU in float32, the draws the PyTorch model makes there."""
         condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0])
-        state = self.run_stage("vae_encoder", image=image)
+        encoder_inputs = {"image": image}
+        if self.latent.samples:
+            encoder_inputs["noise"] = torch.randn(self.latent.noise_shape(image.shape), generator=generator)
+        state = self.run_stage("vae_encoder", **encoder_inputs)
         z0 = self.run_stage("dit_onestep", state=torch.from_numpy(state), condition=condition.tokens)
         return torch.from_numpy(self.run_stage("vae_decoder", state=torch.from_numpy(z0)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from strsr.backbones import Condition
-from strsr.exported_conditioning import ExportedConditioning
+from strsr.exported_conditioning import ExportedConditioning, ExportedLatent
 from strsr.manifest import ManifestError, check_manifest
 from strsr.presets import get_preset
 
@@ -73,8 +73,9 @@ class TrtGenerator:
             self.engines[stage] = engine
             self.contexts[stage] = engine.create_execution_context()
         self.conditioning = ExportedConditioning(self.engine_dir, manifest, self._project, vlm, device=self.device)
+        self.latent = ExportedLatent.from_manifest(manifest)
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
     def eval(self) -> TrtGenerator:
         return self
@@ -118,34 +119,41 @@ class TrtGenerator:
         self.stream.synchronize()
         return out
 
-    def _pipeline(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        state = self._enqueue("vae_encoder", image=image)
+    def _pipeline(self, image: torch.Tensor, condition: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        state = self._enqueue("vae_encoder", image=image, **({} if noise is None else {"noise": noise}))
         z0 = self._enqueue("dit_onestep", state=state, condition=condition)
         return self._enqueue("vae_decoder", state=z0)
 
-    def __call__(self, image: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, condition: Condition | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W); a sampling export's noise comes from `generator` (on the GPU)."""
         condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0]).tokens.to(self.device)
         image = image.to(self.device, torch.float32)
+        noise = None
+        if self.latent.samples:
+            noise = torch.randn(self.latent.noise_shape(image.shape), generator=generator, device=self.device)
         with torch.cuda.stream(self.stream):
             if not self.cuda_graph:
-                out = self._pipeline(image, condition)
+                out = self._pipeline(image, condition, noise)
             else:
-                out = self._replay(image, condition)
+                out = self._replay(image, condition, noise)
         self.stream.synchronize()
         return out.float()
 
-    def _replay(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def _replay(self, image: torch.Tensor, condition: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Capture the three enqueues once per input shape, then replay with the inputs copied into place."""
         key = (tuple(image.shape), tuple(condition.shape))
+        inputs = (image, condition) if noise is None else (image, condition, noise)
         if key not in self._graphs:
-            static_image, static_condition = image.clone(), condition.clone()
-            self._pipeline(static_image, static_condition)  # TensorRT sets itself up before capture
+            static = tuple(t.clone() for t in inputs)
+            static_noise = static[2] if noise is not None else None
+            self._pipeline(static[0], static[1], static_noise)  # TensorRT sets itself up before capture
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self.stream):
-                static_out = self._pipeline(static_image, static_condition)
-            self._graphs[key] = (graph, static_image, static_condition, static_out)
-        graph, static_image, static_condition, static_out = self._graphs[key]
-        static_image.copy_(image)
-        static_condition.copy_(condition)
+                static_out = self._pipeline(static[0], static[1], static_noise)
+            self._graphs[key] = (graph, static, static_out)
+        graph, static, static_out = self._graphs[key]
+        for target, value in zip(static, inputs):
+            target.copy_(value)
         graph.replay()
         return static_out.clone()
