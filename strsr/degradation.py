@@ -1,24 +1,27 @@
 """On-the-fly RealESRGAN second-order degradation (Wang et al., "Real-ESRGAN", ICCVW 2021), batched in torch.
 
 HR (B, 3, H, W) -> [USM-sharpened GT] -> blur -> resize -> noise -> JPEG -> blur -> resize -> noise ->
-{[resize to H/4 -> sinc -> JPEG] or [JPEG -> resize to H/4 -> sinc]} -> clamp, quantise to 8 bits -> LR.
+{[resize to H/4 -> sinc -> JPEG] or [JPEG -> resize to H/4 -> sinc]} -> LR (float, neither clamped nor rounded).
+
+The LR stays as the last filter leaves it, as in the official StrSR trainer, which rounds only where it uses it:
+the generator's input is that LR bicubic-upsampled, then clamped and rounded to 8 bits (`model_input`), and the VLM
+reads it clamped and truncated to 8 bits (`strsr.vlm.to_uint8`). `DegradedPair.lr` is the LR as an 8-bit image.
 
 Design, and where it departs from the reference training code (Real-ESRGAN's `feed_data`):
 - Every parameter is drawn per sample. The reference shares the resize scale and mode, the noise type, the
   second-blur coin and the final order across a batch (its pair queue exists to mix that back); here only the
   queue's shuffling is batch-level. Per-sample resizes give ragged intermediate sizes, so between the first and the
   last resize the batch lives on a "canvas": a (B, C, Hmax, Wmax) tensor, sample i valid in [:h_i, :w_i] and
-  edge-replicated beyond. Noise and JPEG run on the whole canvas (JPEG pads with edge replication too, so the
-  valid region is coded as if alone, but for the last row/column of a side that is a multiple of 16, which sees the
-  next block's chroma through kornia's bilinear chroma upsampling); blurs reflect-pad each sample by the kernel
-  radius in a Python loop (a copy), then one grouped conv2d runs for the batch. Resizes loop over the batch (one
+  edge-replicated beyond. Noise and JPEG run on the whole canvas (for JPEG each sample is zeroed outside its
+  valid region first: the codec pads with black and codes every 16x16 macroblock on its own, so each sample is
+  coded exactly as if alone); blurs reflect-pad each sample by the kernel radius in a Python loop (a copy), then one
+  grouped conv2d runs for the batch. Resizes loop over the batch (one
   F.interpolate per sample). Kernels, USM, noise, JPEG and the final quantisation are fully batched.
 - Parameters are a few numbers per sample, drawn on a CPU generator seeded from the caller's generator: sizes and
   branch choices are then known on the host without a device sync per decision. Pixel noise is drawn from the
   caller's generator, on its device. Nothing touches the global RNG.
-- JPEG is kornia's `jpeg_codec_differentiable` (4:2:0, IJG tables, per-sample quality). Its rounding is a smooth
-  polynomial (round(x) + (x - round(x))^3), not the hard rounding of the reference's DiffJPEG(differentiable=False);
-  on photos it lands within 41-48 dB PSNR of PIL's encoder at the same quality.
+- JPEG is `strsr.jpeg.jpeg_compress`, the arithmetic of BasicSR's DiffJPEG(differentiable=False) that the official
+  trainer uses (per-sample quality, hard rounding), not libjpeg.
 - The LR is degraded from the sharpened GT when `sharpen_gt` (as the reference, whose L1/perceptual targets are the
   sharpened GT), from the plain GT otherwise.
 """
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from strsr.blur_kernels import KERNEL_TYPES, pulse_kernels, random_final_sinc_kernels, random_kernels
+from strsr.jpeg import jpeg_compress
 
 Size = tuple[int, int]
 INTERP_MODES = ("area", "bilinear", "bicubic")
@@ -42,7 +46,7 @@ class DegradationConfig:
     """RealESRGAN x4plus settings; field names follow its training YAML (a `2` suffix: the second order).
 
     Kernel probabilities are in the order of `strsr.blur_kernels.KERNEL_TYPES`; resize probabilities are
-    (up, down, keep); noise sigmas are on the 0-255 scale; JPEG qualities are in [0, 100].
+    (up, down, keep); noise sigmas are on the 0-255 scale; JPEG qualities are in (0, 100).
     """
 
     kernel_sizes: tuple[int, int] = (7, 21)  # odd supports drawn from this range, padded to the largest
@@ -95,16 +99,23 @@ class DegradationConfig:
         for name in ("resize_range", "resize_range2"):
             if not 0 < getattr(self, name)[0] <= 1 <= getattr(self, name)[1]:
                 raise ValueError(f"{name} must straddle 1 with a positive lower end, got {getattr(self, name)}")
-        if self.jpeg_range[1] > 100 or self.jpeg_range2[1] > 100:
-            raise ValueError("JPEG qualities must be in [0, 100]")
+        if not all(0 < q < 100 for q in (*self.jpeg_range, *self.jpeg_range2)):
+            raise ValueError("JPEG qualities must be in (0, 100): the codec's quantiser step is zero at 100")
 
 
 @dataclass
 class DegradedPair:
-    """A training pair: lr (B, 3, H/4, W/4) and hr (B, 3, H, W), float32 in [0, 1]."""
+    """A training pair: lr_raw (B, 3, H/4, W/4) float32, the degraded image as the pipeline leaves it (may stray a
+    little outside [0, 1] after the last filter, not quantised: the official trainer's `low_LQ`), and hr (B, 3, H, W)
+    float32 in [0, 1]."""
 
-    lr: torch.Tensor
+    lr_raw: torch.Tensor
     hr: torch.Tensor
+
+    @property
+    def lr(self) -> torch.Tensor:
+        """The LR as an 8-bit image: lr_raw clamped to [0, 1] and rounded to multiples of 1/255."""
+        return quantise(self.lr_raw)
 
 
 # ----------------------------------------------------------------------------------------------- filters
@@ -171,6 +182,17 @@ def upsample_lr(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to 8 bits: (x * 255).round().clamp(0, 255) / 255, any shape."""
+    return (images * 255).round().clamp(0, 255) / 255
+
+
+def model_input(lr_raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The generator's training input in [0, 1], as the official trainer makes it: the raw LR (B, 3, h, w) bicubic-
+    upsampled to size (H, W), then clamped and rounded to 8 bits (the pixels a saved LR image upsampled would give)."""
+    return quantise(F.interpolate(lr_raw, size=tuple(size), mode="bicubic", align_corners=False))
+
+
 # ------------------------------------------------------------------------------------------ noise, JPEG
 
 
@@ -221,14 +243,6 @@ def poisson_noise(
     return noise * scale.to(images).view(-1, 1, 1, 1)
 
 
-def jpeg_compress(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """JPEG encode-decode with kornia (4:2:0 chroma, IJG tables scaled by quality, edge-replicated to 16 px).
-
-    images: (B, 3, H, W) float, clamped to [0, 1] first; quality: (B,) float in [0, 100]. Returns (B, 3, H, W).
-    """
-    from kornia.enhance import jpeg_codec_differentiable  # training-only dependency: `import strsr` stays light
-
-    return jpeg_codec_differentiable(images.clamp(0, 1), quality.to(device=images.device, dtype=images.dtype))
 
 
 # ------------------------------------------------------------------------------- ragged-batch canvas
@@ -252,6 +266,19 @@ def _repack(canvas: torch.Tensor, sizes: list[Size]) -> torch.Tensor:
     if all(s == tuple(canvas.shape[-2:]) for s in sizes):
         return canvas
     return _pack(_unpack(canvas, sizes))[0]
+
+
+def _jpeg_ragged(canvas: torch.Tensor, sizes: list[Size], quality: torch.Tensor) -> torch.Tensor:
+    """jpeg_compress on a canvas, each sample coded as if alone: zeroed outside its valid region (the codec's own
+    black padding; its 16x16 macroblocks are independent), then edge replication restored."""
+    if all(s == tuple(canvas.shape[-2:]) for s in sizes):
+        return jpeg_compress(canvas, quality)
+    rows = torch.arange(canvas.shape[-2], device=canvas.device).view(1, -1, 1)
+    cols = torch.arange(canvas.shape[-1], device=canvas.device).view(1, 1, -1)
+    heights = torch.tensor([s[0] for s in sizes], device=canvas.device).view(-1, 1, 1)
+    widths = torch.tensor([s[1] for s in sizes], device=canvas.device).view(-1, 1, 1)
+    valid = ((rows < heights) & (cols < widths)).unsqueeze(1)  # (B, 1, Hc, Wc)
+    return _repack(jpeg_compress(canvas * valid, quality), sizes)
 
 
 def _filter_ragged(canvas: torch.Tensor, sizes: list[Size], kernels: torch.Tensor) -> torch.Tensor:
@@ -410,7 +437,7 @@ class RealESRGANDegradation:
         x = filter2d(gt, d.kernel1.to(device))
         canvas, sizes = _resize_each(list(x.split(1)), d.modes[0], scales=d.scale1)
         canvas = _repack(_add_noise(canvas, d.noise1, generator), sizes)
-        canvas = _repack(jpeg_compress(canvas, d.quality1), sizes)
+        canvas = _jpeg_ragged(canvas, sizes, d.quality1)
 
         # Second order: blur (identity for samples that skip it), resize relative to the output size, noise.
         canvas = _filter_ragged(canvas, sizes, d.kernel2.to(device))
@@ -423,7 +450,8 @@ class RealESRGANDegradation:
         late = [i for i in range(b) if not d.resize_first[i]]
         if late:
             idx = torch.tensor(late, device=device)
-            coded = _unpack(jpeg_compress(canvas[idx], d.quality2[late]), [sizes[i] for i in late])
+            late_sizes = [sizes[i] for i in late]
+            coded = _unpack(_jpeg_ragged(canvas[idx], late_sizes, d.quality2[late]), late_sizes)
             for i, im in zip(late, coded):
                 images[i] = im
         x, _ = _resize_each(images, d.modes[2], sizes=[(h // s, w // s)] * b)
@@ -432,8 +460,7 @@ class RealESRGANDegradation:
         if early:
             idx = torch.tensor(early, device=device)
             x[idx] = jpeg_compress(x[idx], d.quality2[early])
-        lr = (x * 255).round().clamp(0, 255) / 255
-        return DegradedPair(lr=lr, hr=gt)
+        return DegradedPair(lr_raw=x, hr=gt)
 
 
 class PairQueue:
@@ -442,9 +469,10 @@ class PairQueue:
     Until `size` pairs are stored, each batch is stored and passed through. Then each call shuffles the pool with
     `generator`, hands out its first B pairs and stores the incoming batch in their place. `size` must be a
     multiple of the batch size, and every batch must have the same shapes. The pool lives on the pairs' device.
+    The default size is the official StrSR configs' 256 (RealESRGAN's own is 180).
     """
 
-    def __init__(self, size: int = 180):
+    def __init__(self, size: int = 256):
         if size < 1:
             raise ValueError(f"queue size must be positive, got {size}")
         self.size = size
@@ -457,25 +485,25 @@ class PairQueue:
 
     @torch.no_grad()
     def __call__(self, pair: DegradedPair, generator: torch.Generator) -> DegradedPair:
-        b = pair.lr.shape[0]
+        b = pair.lr_raw.shape[0]
         if pair.hr.shape[0] != b:
             raise ValueError(f"lr and hr batch sizes differ: {b} vs {pair.hr.shape[0]}")
         if self._lr is None:
             if self.size % b:
                 raise ValueError(f"queue size {self.size} is not a multiple of the batch size {b}")
-            self._lr = pair.lr.new_zeros((self.size, *pair.lr.shape[1:]))
+            self._lr = pair.lr_raw.new_zeros((self.size, *pair.lr_raw.shape[1:]))
             self._hr = pair.hr.new_zeros((self.size, *pair.hr.shape[1:]))
-        elif pair.lr.shape[1:] != self._lr.shape[1:] or pair.hr.shape[1:] != self._hr.shape[1:] or self.size % b:
+        elif pair.lr_raw.shape[1:] != self._lr.shape[1:] or pair.hr.shape[1:] != self._hr.shape[1:] or self.size % b:
             raise ValueError("batches pushed to a PairQueue need equal shapes and a batch size dividing the queue size")
         if self._filled < self.size:
-            self._lr[self._filled : self._filled + b] = pair.lr
+            self._lr[self._filled : self._filled + b] = pair.lr_raw
             self._hr[self._filled : self._filled + b] = pair.hr
             self._filled += b
             return pair
         perm = torch.randperm(self.size, generator=generator, device=generator.device).to(self._lr.device)
         self._lr, self._hr = self._lr[perm], self._hr[perm]
-        out = DegradedPair(lr=self._lr[:b].clone(), hr=self._hr[:b].clone())
-        self._lr[:b] = pair.lr
+        out = DegradedPair(lr_raw=self._lr[:b].clone(), hr=self._hr[:b].clone())
+        self._lr[:b] = pair.lr_raw
         self._hr[:b] = pair.hr
         return out
 

@@ -106,4 +106,4 @@ class BicubicDegradation:
         from strsr.degradation import DegradedPair
 
         lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
-        return DegradedPair(lr=lr, hr=hr)
+        return DegradedPair(lr_raw=lr, hr=hr)

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from strsr.checkpoint import CheckpointError, load_generator
-from strsr.degradation import upsample_lr
+from strsr.degradation import model_input as official_model_input
 from strsr.losses.gan import r1_noise
 from strsr.losses.objectives import discriminator_loss, generator_loss
 from strsr.pipeline import resolve_device
@@ -147,14 +147,14 @@ class Trainer:
         c, cfg = self.c, self.config
         pair = self._pair(self.step)
         target = pair.hr * 2 - 1
-        model_input = upsample_lr(pair.lr, target.shape[-2:]) * 2 - 1
+        model_input = official_model_input(pair.lr_raw, target.shape[-2:]) * 2 - 1
 
         # G step: the discriminator is a fixed critic here (eval mode, no parameter gradients).
         self.g.train()
         if c.discriminator is not None:
             c.discriminator.eval().requires_grad_(False)
         with self.autocast():
-            condition = c.generator.condition_for(pair.lr)  # the VLM reads the LR image before upsampling
+            condition = c.generator.condition_for(pair.lr_raw)  # the VLM reads the LR image before upsampling
             prediction = self.g(model_input, condition)
             real_logits = fake_logits = None
             if c.discriminator is not None:
