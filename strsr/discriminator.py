@@ -5,10 +5,18 @@ and the pooled CLIP image embedding (1024-d). Stages are chosen by stride and ch
 `feature_info`, not by list position: timm changed what `forward_intermediates` returns between releases, which
 broke the official code on current timm.
 
-Heads, one per feature map: blur -> SN Conv3x3 (C -> 512, stride 2) -> LeakyReLU(0.2) -> blur -> SN Conv1x1
-(512 -> 1, stride 2). "Blur-pool" here is timm's BlurPool2d low-pass at stride 1 in front of each strided conv,
-i.e. anti-aliased downsampling, so a head cannot alias the grid artifacts it should see. The embedding head is
+Heads, one per feature map, as the official `HYPIR/model/D.py` builds them from vision-aided-loss 0.1.0's layers:
+blur (pad 2) -> SN Conv3x3 (C -> 512, stride 2, no padding) -> LeakyReLU(0.2) -> blur (pad 1) -> SN Conv1x1
+(512 -> 1, stride 2). The blur is the 4x4 binomial low-pass [1, 3, 3, 1] x [1, 3, 3, 1] / 64 at stride 1 on a
+zero-padded input (that library's `BlurPool(pad_type="zero", stride=1)`), so each strided conv downsamples an
+anti-aliased map and a head cannot alias the grid artifacts it should see. A feature map of side n gives
+floor((n - 2) / 2) + 1 after the conv, then floor((n' - 2) / 2) + 1: n / 4 for n a multiple of 4 (every stride at a
+64-multiple input side); the input side must be at least 64 px (the stride-16 map at least 4). The embedding head is
 SN Linear(1024 -> 512) -> LeakyReLU(0.2) -> SN Linear(512 -> 1). Only the heads train.
+
+Spectral norm is `torch.nn.utils.spectral_norm`, as the official heads use: u and v start random (no iterations at
+construction) and every forward in train mode runs one power iteration; eval mode uses the stored vectors. The
+trainer runs one train-mode forward on real images before the first G step, as the official trainer does.
 """
 
 from __future__ import annotations
@@ -17,9 +25,9 @@ from pathlib import Path
 
 import open_clip
 import torch
-from timm.layers import BlurPool2d
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import spectral_norm
 
 from strsr.backbones import MissingWeightsError
 
@@ -36,16 +44,32 @@ TINY_CLIP_CONFIG = dict(
 )  # fmt: skip
 
 
+class BinomialBlur(nn.Module):
+    """Per-channel 4x4 low-pass [1, 3, 3, 1] x [1, 3, 3, 1] / 64 at stride 1 on an input zero-padded by `pad` on every
+    side: (B, C, H, W) -> (B, C, H + 2 pad - 3, W + 2 pad - 3). The filter is a constant (not in the state dict)."""
+
+    def __init__(self, channels: int, pad: int):
+        super().__init__()
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        kernel = torch.outer(taps, taps) / 64
+        self.register_buffer("kernel", kernel.expand(channels, 1, 4, 4).clone(), persistent=False)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, (self.pad,) * 4)  # zeros
+        return F.conv2d(padded, self.kernel.to(x.dtype), groups=x.shape[1])
+
+
 class PatchHead(nn.Module):
-    """(B, C, H, W) features -> (B, 1, H/4, W/4) patch logits."""
+    """(B, C, H, W) features -> (B, 1, H', W') patch logits, H' = H / 4 for H a multiple of 4."""
 
     def __init__(self, channels: int, width: int = 512):
         super().__init__()
         self.layers = nn.Sequential(
-            BlurPool2d(channels, filt_size=3, stride=1),
-            spectral_norm(nn.Conv2d(channels, width, 3, stride=2, padding=1)),
+            BinomialBlur(channels, pad=2),
+            spectral_norm(nn.Conv2d(channels, width, 3, stride=2, padding=0)),
             nn.LeakyReLU(0.2),
-            BlurPool2d(width, filt_size=3, stride=1),
+            BinomialBlur(width, pad=1),
             spectral_norm(nn.Conv2d(width, 1, 1, stride=2)),
         )
 
