@@ -91,8 +91,8 @@ class _Stages:
     def condition_for(self, lr):
         return self.model.condition_for(lr)
 
-    def __call__(self, image, condition):
-        return self._decode(self._step(self._encode(image), condition)).float()
+    def __call__(self, image, condition, generator=None):
+        return self._decode(self._step(self._encode(image, generator), condition)).float()
 
 
 def onnx_stages(engine_dir: Path, preset: str, resolver: SuperResolver, inputs: Inputs, vlm=None) -> StageSet:
@@ -102,12 +102,13 @@ def onnx_stages(engine_dir: Path, preset: str, resolver: SuperResolver, inputs: 
     image = inputs.image.float().cpu()
     cond = gen.condition_for(inputs.lr)
     condition = cond.tokens
-    state = torch.from_numpy(gen.run_stage("vae_encoder", image=image))
+    encoder_inputs = {"image": image, **_noise(gen, image)}
+    state = torch.from_numpy(gen.run_stage("vae_encoder", **encoder_inputs))
     z0 = torch.from_numpy(gen.run_stage("dit_onestep", state=state, condition=condition))
     upscaler = SuperResolver(gen, tile=resolver.tile, overlap=resolver.overlap)
     stages = {
         "conditioning": lambda: gen.condition_for(inputs.lr),
-        "vae_encode": lambda: gen.run_stage("vae_encoder", image=image),
+        "vae_encode": lambda: gen.run_stage("vae_encoder", **encoder_inputs),
         "dit": lambda: gen.run_stage("dit_onestep", state=state, condition=condition),
         "vae_decode": lambda: gen.run_stage("vae_decoder", state=z0),
         "one_pass": lambda: gen(image, cond),
@@ -137,18 +138,26 @@ def trt_stages(backend: str, engine_dir: Path | None, preset: str, resolver: Sup
     image = inputs.image.float()
     cond = gen.condition_for(inputs.lr.to(gen.device))
     condition = cond.tokens
-    state = gen.run_stage("vae_encoder", image=image)
+    encoder_inputs = {"image": image, **_noise(gen, image)}
+    state = gen.run_stage("vae_encoder", **encoder_inputs)
     z0 = gen.run_stage("dit_onestep", state=state, condition=condition)
     upscaler = SuperResolver(gen, tile=resolver.tile, overlap=resolver.overlap)
     stages = {
         "conditioning": lambda: gen.condition_for(inputs.lr.to(gen.device)),
-        "vae_encode": lambda: gen.run_stage("vae_encoder", image=image),
+        "vae_encode": lambda: gen.run_stage("vae_encoder", **encoder_inputs),
         "dit": lambda: gen.run_stage("dit_onestep", state=state, condition=condition),
         "vae_decode": lambda: gen.run_stage("vae_decoder", state=z0),
         "one_pass": lambda: gen(image, cond),
         "upscale": lambda: upscaler.upscale_tensor(inputs.lr),
     }
     return StageSet(backend, precision, stages, synchronous=True)
+
+
+def _noise(gen, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The posterior noise a sampling export's encoder takes (nothing for a mode export)."""
+    if not gen.latent.samples:
+        return {}
+    return {"noise": torch.randn(gen.latent.noise_shape(image.shape), device=image.device)}
 
 
 def exported_for_bench(preset: str, tile: int, weights: list[str]) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from strsr.autoencoders import LATENT_MODES
 from strsr.bench import backends as stage_sets
 from strsr.bench import references
 from strsr.bench.backends import BACKENDS, Inputs, StageSet, Unavailable
@@ -57,6 +58,7 @@ class BenchSpec:
     text_encoder: Path | None
     json: Path | None
     plot: Path | None
+    latent: str = "sample"
 
 
 def parse(argv: list[str] | None) -> BenchSpec:
@@ -81,6 +83,8 @@ def parse(argv: list[str] | None) -> BenchSpec:
     p.add_argument("--prompt", default="", help="prompt for text conditioning (vlm: default the official one)")
     p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder (vlm conditioning)")
     p.add_argument("--text-encoder", type=Path, help="folder with text_encoder/ and tokenizer/ (text conditioning)")
+    p.add_argument("--latent", default="sample", choices=LATENT_MODES,
+                   help="VAE encoding: sample (the official one: adds a posterior draw) or mode (default: sample)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path, help="PNG bar chart (log axis) with the reference points")
     a = p.parse_args(argv)
@@ -101,7 +105,7 @@ def parse(argv: list[str] | None) -> BenchSpec:
         p.error("--device cuda: no CUDA GPU is visible")
     return BenchSpec(a.preset, a.res, backends, device, a.random_weights, a.pretrained, a.checkpoint, a.batch,
                      a.tile, a.warmup, a.repeats, engines, a.conditioning, a.prompt, a.vlm, a.text_encoder, a.json,
-                     a.plot)  # fmt: skip
+                     a.plot, a.latent)  # fmt: skip
 
 
 def measure(fn, device: str, warmup: int, repeats: int, synchronous: bool) -> dict:
@@ -169,6 +173,7 @@ def build_stage_sets(spec: BenchSpec, resolver: SuperResolver, inputs: Inputs) -
     conditioning = {"--conditioning": spec.conditioning, "--prompt": spec.prompt, "--vlm": spec.vlm,
                     "--text-encoder": spec.text_encoder}  # fmt: skip
     weights += [item for flag, value in conditioning.items() if value for item in (flag, str(value))]
+    weights += ["--latent", spec.latent]
     for backend in spec.backends:
         try:
             if backend in ("eager", "compile"):
@@ -191,7 +196,7 @@ def run(spec: BenchSpec) -> dict:
     resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
                                          random_weights=spec.random_weights, device=device, dtype=dtype,
                                          tile=spec.tile, conditioning=spec.conditioning, prompt=spec.prompt,
-                                         vlm=spec.vlm, text_encoder=spec.text_encoder)  # fmt: skip
+                                         vlm=spec.vlm, text_encoder=spec.text_encoder, latent=spec.latent)  # fmt: skip
     # deployments run the LoRA folded in (as strsr-export does); an unmerged rank-256 adapter adds ~17% to the DiT
     resolver.model.transformer = merge_lora(resolver.model.transformer)
     inputs = Inputs.make(spec.batch, spec.res, spec.tile, device)

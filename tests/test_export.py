@@ -190,3 +190,32 @@ def test_fp8_without_modelopt_is_a_clear_error(tmp_path, monkeypatch):
 
     with pytest.raises(SystemExit, match=r"--precision fp8 needs NVIDIA ModelOpt.*strsr\[fp8\]"):
         require_modelopt()
+
+
+def test_sampling_encoder_graph_takes_the_posterior_noise(tmp_path, flux2_kl_preset, tiny_flux2_vae):
+    """latent "sample": the encoder graph adds `noise` (B, C, H/s, W/s) and equals the PyTorch encode that draws
+    the same noise from the same seeded generator, at a size other than the traced one."""
+    import onnxruntime as ort
+
+    from strsr.backbones import build_transformer
+    from strsr.conditioning import NullConditioning
+    from strsr.export.onnx_export import export_graph
+    from strsr.latents import LatentCodec
+    from strsr.model import StrSRGenerator
+
+    preset = flux2_kl_preset
+    model = StrSRGenerator(preset, build_transformer(preset, seed=0), tiny_flux2_vae,
+                           NullConditioning(preset.condition_width)).eval()  # fmt: skip
+    spec = next(s for s in graph_specs(model, 64, condition_tokens=1) if s.name == "vae_encoder")
+    assert list(spec.inputs) == ["image", "noise"] and spec.inputs["noise"][1:] == (4, 4, 6)
+    path = export_graph(model, spec, tmp_path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    noise = torch.randn(model.codec.latent_shape(image.shape), generator=torch.Generator().manual_seed(3))
+    got = session.run(None, {"image": image.numpy(), "noise": noise.numpy()})[0]
+    with torch.no_grad():
+        want = model.codec.encode(image, torch.Generator().manual_seed(3))
+        mode = LatentCodec(model.preset.family, model.preset.latents, model.vae, latent="mode").encode(image)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4)
+    assert np.abs(got - mode.numpy()).max() > 1e-2  # the noise matters
+

@@ -136,10 +136,23 @@ def test_jpeg_round_trip_within_tolerance(tmp_path, photo):
     assert np.abs(as_array(loaded.rgb) - photo).mean() < 4.0
 
 
-def test_save_rounds_to_nearest_and_clamps(tmp_path):
+def test_save_rounds_to_nearest_on_request_and_clamps(tmp_path):
     rgb = torch.tensor([[-0.5, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 7.0]]).expand(3, 1, 6)
-    save_image(tmp_path / "c.png", rgb.clone())
+    save_image(tmp_path / "c.png", rgb.clone(), rounding="nearest")
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png"))[0, :, 0], [0, 0, 0, 1, 255, 255])
+    with pytest.raises(ValueError, match="unknown rounding"):
+        save_image(tmp_path / "d.png", rgb.clone(), rounding="up")
+
+
+def test_save_floors_by_default_as_torchvision_to_pil_image(tmp_path):
+    from torchvision import transforms
+
+    rgb = torch.rand(3, 17, 23, generator=torch.Generator().manual_seed(0))
+    rgb[:, 0, :6] = torch.tensor([-0.5, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 7.0])
+    save_image(tmp_path / "c.png", rgb.clone())
+    want = np.asarray(transforms.ToPILImage()(rgb.clamp(0, 1)))  # what the official scripts save
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), want)
+    assert (want[0, :6, 0] == [0, 0, 0, 0, 255, 255]).all()
 
 
 def test_grayscale_png_loads_as_equal_channels(tmp_path, gray):
@@ -315,7 +328,8 @@ def test_save_16bit_colour_png_falls_back_to_8bit_with_warning(tmp_path, ramp16,
     assert "16-bit PNG with colour or alpha" in caplog.text
     written = Image.open(tmp_path / "c16.png")
     assert written.mode == "RGB"
-    np.testing.assert_array_equal(np.asarray(written), np.rint(ramp16[..., :3] / 65535 * 255))
+    floor8 = np.floor((ramp16[..., :3].astype(np.float32) / np.float32(65535)) * np.float32(255))
+    np.testing.assert_array_equal(np.asarray(written), floor8)
 
 
 def test_grayscale_save_writes_one_channel(tmp_path, photo, gray):

@@ -39,7 +39,7 @@ def test_token_packing_and_ids_match_diffusers():
 
 
 def test_flux2_batchnorm_normalisation_round_trips_exactly(tiny_flux2_vae):
-    codec = LatentCodec("flux2", TINY.latents, tiny_flux2_vae)
+    codec = LatentCodec("flux2", TINY.latents, tiny_flux2_vae, latent="mode")
     image = torch.rand(1, 3, 16, 24) * 2 - 1
     latent = tiny_flux2_vae.encode(image).latent_dist.mode()
     bn = tiny_flux2_vae.bn
@@ -74,7 +74,7 @@ def test_zimage_encode_is_raw_and_decode_rescales(tiny_kl_vae):
     spec = TINY_ZIMAGE.latents.__class__(
         autoencoder="kl", vae_scale=2, channels=4, scaling_factor=0.3611, shift_factor=0.1159
     )
-    codec = LatentCodec("zimage", spec, tiny_kl_vae)
+    codec = LatentCodec("zimage", spec, tiny_kl_vae, latent="mode")
     image = torch.rand(1, 3, 8, 8) * 2 - 1
     with torch.no_grad():
         state = codec.encode(image)
@@ -83,6 +83,25 @@ def test_zimage_encode_is_raw_and_decode_rescales(tiny_kl_vae):
         decoded = codec.decode(state)
         expected = tiny_kl_vae.decode(raw / 0.3611 + 0.1159).sample
     torch.testing.assert_close(decoded, expected, rtol=0, atol=0)
+
+
+def test_sample_is_mean_plus_std_times_the_generators_noise(tiny_kl_vae):
+    spec = TINY_ZIMAGE.latents.__class__(autoencoder="kl", vae_scale=2, channels=4)
+    codec = LatentCodec("zimage", spec, tiny_kl_vae)  # the default: sample, as the official scripts encode
+    assert codec.samples and codec.latent_shape((2, 3, 8, 12)) == (2, 4, 4, 6)
+    image = torch.rand(2, 3, 8, 12) * 2 - 1
+    with torch.no_grad():
+        posterior = tiny_kl_vae.encode(image).latent_dist
+        noise = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(5))
+        want = posterior.mean + torch.exp(0.5 * posterior.logvar.clamp(-30, 20)) * noise
+        torch.testing.assert_close(codec.encode(image, torch.Generator().manual_seed(5)), want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(codec.encode(image, noise=noise), want, rtol=0, atol=1e-6)
+        torch.manual_seed(5)  # no generator: the global RNG, as the official scripts draw
+        torch.testing.assert_close(codec.encode(image), want, rtol=0, atol=1e-6)
+        assert (codec.encode(image, torch.Generator().manual_seed(6)) - want).abs().max() > 1e-3
+    assert not LatentCodec("flux2", TINY.latents, PixelShuffleAutoencoder(4)).samples  # no posterior to sample
+    with pytest.raises(ValueError, match="unknown latent mode"):
+        LatentCodec("zimage", spec, tiny_kl_vae, latent="mean").encode(image)
 
 
 def test_encode_rejects_sizes_off_the_pixel_multiple():

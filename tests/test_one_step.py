@@ -17,7 +17,7 @@ def test_flux2_one_step_by_hand(flux2_kl_preset, tiny_flux2_vae):
     null = NullConditioning(preset.condition_width, 3)
     with torch.no_grad():
         null.embedding.normal_()
-    model = StrSRGenerator(preset, transformer, tiny_flux2_vae, null).eval()
+    model = StrSRGenerator(preset, transformer, tiny_flux2_vae, null, latent="mode").eval()
     image = torch.rand(2, 3, 16, 20) * 2 - 1
 
     vae, bn = tiny_flux2_vae, tiny_flux2_vae.bn
@@ -46,7 +46,7 @@ def test_zimage_one_step_by_hand(zimage_kl_preset, tiny_kl_vae):
     null = NullConditioning(preset.condition_width, 5)
     with torch.no_grad():
         null.embedding.normal_()
-    model = StrSRGenerator(preset, transformer, tiny_kl_vae, null).eval()
+    model = StrSRGenerator(preset, transformer, tiny_kl_vae, null, latent="mode").eval()
     image = torch.rand(2, 3, 16, 24) * 2 - 1
     with torch.no_grad():
         z = tiny_kl_vae.encode(image).latent_dist.mode()  # raw latent: no shift/scale on encode
