@@ -18,7 +18,7 @@ from strsr.checkpoint import CheckpointError
 from strsr.train import trainer as trainer_module
 from strsr.train.cli import export_weights, main
 from strsr.train.config import ConfigError, apply_override, from_dict, load_config, loss_weights
-from strsr.train.data import CropSampler, DatasetError
+from strsr.train.data import CropSampler, DatasetError, official_crop, resize_short_side
 from strsr.train.trainer import Trainer, TrainingDiverged
 
 
@@ -26,7 +26,7 @@ def _config(tmp_path, **sections):
     """A seconds-long tiny run: LoRA DiT, tiny discriminator, RealESRGAN degradation with a pair queue."""
     base = {
         "model": {"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False},
-        "data": {"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "random", "flip": True},
+        "data": {"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "center", "flip": True},
         "degradation": {"kind": "realesrgan", "queue_size": 4},
         "loss": {"lambda_lpips": 0.0, "lambda_gan": 0.1},
         "discriminator": {"model": "tiny"},
@@ -223,18 +223,87 @@ def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- data and errors
 
 
+def _official_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The official dataset's centre crop, written out: (H, W, 3) uint8 -> (size, size, 3). While the short side is
+    at least twice the crop, halve both sides (floor) with Pillow's box filter; then one bicubic resize that brings
+    the short side to `size` (each side rounded); then the centred window, offsets floored."""
+    pil = Image.fromarray(image)
+    while min(pil.width, pil.height) >= 2 * size:
+        pil = pil.resize((pil.width // 2, pil.height // 2), Image.Resampling.BOX)
+    factor = size / min(pil.width, pil.height)
+    pil = pil.resize((round(pil.width * factor), round(pil.height * factor)), Image.Resampling.BICUBIC)
+    out = np.asarray(pil)
+    top, left = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
+    return out[top : top + size, left : left + size]
+
+
+CROP_CASES = [(4000, 3000, (1365, 1024)), (3000, 2048, (1500, 1024)), (700, 500, (1434, 1024))]
+
+
+@pytest.mark.parametrize(("width", "height", "resized"), CROP_CASES)
+def test_center_crop_is_the_official_resize_then_centre_crop(width, height, resized):
+    """4000x3000: one halving (3000 >= 2048) to 2000x1500, bicubic to 1365x1024, centre 1024; 3000x2048 is halved
+    (2048 >= 2 x 1024) to exactly 1500x1024; 700x500 is smaller than the crop and is upscaled to 1434x1024, not
+    skipped."""
+    rng = np.random.default_rng(0)
+    smooth = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.2, 1, height)[:, None, None]
+    image = np.clip(smooth + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+    assert resize_short_side(Image.fromarray(image), 1024).size == resized
+    got = official_crop(torch.from_numpy(image).permute(2, 0, 1), 1024, "center", torch.Generator())
+    assert got.shape == (3, 1024, 1024) and got.dtype == torch.uint8
+    np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), _official_center_crop(image, 1024))
+    plain = image[(height - 1024) // 2 : (height + 1024) // 2, (width - 1024) // 2 : (width + 1024) // 2]
+    assert plain.shape[:2] != (1024, 1024) or not np.array_equal(plain, got.permute(1, 2, 0).numpy())
+
+
+def test_random_crop_draws_a_short_side_in_the_official_range_then_a_window():
+    image = torch.from_numpy(np.ascontiguousarray(data.astronaut())).permute(2, 0, 1)  # 512x512
+    size, shorts = 128, set()
+    for seed in range(40):
+        gen = torch.Generator().manual_seed(seed)
+        got = official_crop(image, size, "random", gen)
+        replay = torch.Generator().manual_seed(seed)
+        short = int(torch.randint(128, 183 + 1, (1,), generator=replay))  # [R, ceil(R / 0.7)] = [128, 183]
+        resized = np.asarray(resize_short_side(Image.fromarray(data.astronaut()), short))
+        top = int(torch.randint(0, resized.shape[0] - size + 1, (1,), generator=replay))
+        left = int(torch.randint(0, resized.shape[1] - size + 1, (1,), generator=replay))
+        np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), resized[top : top + size, left : left + size])
+        shorts.add(short)
+    assert min(shorts) < 140 and max(shorts) > 170
+
+
 def test_crop_sampler_is_deterministic_and_skips_bad_images(tmp_path, caplog):
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(data.astronaut()).save(folder / "good.png")
     Image.fromarray(data.astronaut()[:20, :20]).save(folder / "small.png")
     (folder / "broken.png").write_bytes(b"nope")
-    config = _config(tmp_path, data={"skimage_images": [], "folders": [str(folder)]}).data
+    config = _config(tmp_path, data={"skimage_images": [], "folders": [str(folder)], "crop": "patch"}).data
     a, b = CropSampler(config, seed=1), CropSampler(config, seed=1)
     batches = [a.batch(step, 0, 1, 2) for step in range(4)]
     assert all(torch.equal(x.hr, b.batch(s, 0, 1, 2).hr) for s, x in enumerate(batches))
     assert sum(x.skipped for x in batches) > 0 and all(x.hr.shape == (2, 3, 64, 64) for x in batches)
     assert "broken.png" in caplog.text and "smaller than the 64 crop" in caplog.text
+
+
+def test_center_crop_sampler_upscales_small_images_and_matches_the_official_rule(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photos = {"wide.png": data.coffee()[:200, :300], "small.png": data.astronaut()[:30, :40]}
+    for name, array in photos.items():
+        Image.fromarray(np.ascontiguousarray(array)).save(folder / name)
+    config = _config(tmp_path, data={"skimage_images": [], "folders": [str(folder)], "crop": "center",
+                                     "flip": False}).data  # fmt: skip
+    sampler = CropSampler(config, seed=0)
+    batch = sampler.batch(0, 0, 1, 2)
+    assert batch.skipped == 0 and batch.hr.shape == (2, 3, 64, 64)
+    expected = {name: _official_center_crop(np.ascontiguousarray(a), 64) for name, a in photos.items()}
+    got = [(b.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for b in batch.hr]
+    order = [p.rsplit("/", 1)[-1] for p in sampler.sources]
+    picked = [sampler._pick(slot, 0).rsplit("/", 1)[-1] for slot in range(2)]
+    assert sorted(picked) == sorted(order)
+    for name, array in zip(picked, got):
+        np.testing.assert_array_equal(array, expected[name])
 
 
 def test_empty_dataset_and_foreign_checkpoint_are_clear_errors(tmp_path):

@@ -40,8 +40,8 @@ class DataConfig:
     path_key: str = "path"
     skimage_images: list[str] = field(default_factory=list)  # photos shipped with scikit-image, by name
     resolution: int = 1024  # HR crop side
-    crop: str = "center"  # "center" or "random"
-    flip: bool = False
+    crop: str = "center"  # "center", "random" (the official resize-then-crop rules) or "patch" (see strsr.train.data)
+    flip: bool = False  # random horizontal flips (the official runs have none)
     num_workers: int = 2
 
 
@@ -213,7 +213,7 @@ def validate(config: TrainConfig) -> None:
 
     get_preset(config.model.preset)
     choices = {
-        "data.crop": (config.data.crop, ("center", "random")),
+        "data.crop": (config.data.crop, ("center", "random", "patch")),
         "degradation.kind": (config.degradation.kind, ("realesrgan", "bicubic")),
         "run.mixed_precision": (config.run.mixed_precision, ("auto", "bf16", "no")),
         "loss.r1_noise": (config.loss.r1_noise, ("uniform", "gaussian")),

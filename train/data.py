@@ -1,20 +1,33 @@
 """Training images: folders, JSONL file lists and scikit-image's bundled photos, cropped to the recipe's resolution.
 
-Sampling is a pure function of (seed, step, rank): which image, which crop and whether it is flipped are derived
+Crops (`data.crop`), on the 8-bit RGB image as the official StrSR dataset (guided-diffusion's crop functions) does:
+- "center": the short side is brought to the crop size R (halved with a box filter while it is at least 2R, then
+  one bicubic resize, sides rounded), then the centre R x R. Images smaller than R are upscaled the same way.
+- "random": the same resize to a short side drawn uniformly from [R, ceil(R / 0.7)] (the official
+  `random_crop_arr(min_crop_frac=0.7)`), then a uniformly placed R x R window.
+- "patch": a uniformly placed R x R window of the full-resolution image, no resize (strsr's tiny recipe, where a
+  handful of photos give many patches); images smaller than R are skipped.
+Resizes are Pillow's BOX and BICUBIC, as the official code's. Images are turned upright by their EXIF orientation
+first (the official code does not), and 16-bit sources are rounded to 8 bits (Pillow's RGB conversion, which the
+official code uses, keeps their high byte).
+
+Sampling is a pure function of (seed, sample index): which image, which crop and whether it is flipped are derived
 from the global sample position, so a resumed run sees exactly the batches the uninterrupted run would have, with
-no loader state to save. Unreadable or too-small images are skipped with a warning and counted; a run never dies
-on one bad file.
+no loader state to save. Unreadable (or, for "patch", too small) images are skipped with a warning and counted; a
+run never dies on one bad file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from strsr.imageio import ImageError, find_images, image_from_pil, load_image
 from strsr.train.config import DataConfig
@@ -22,6 +35,8 @@ from strsr.train.config import DataConfig
 log = logging.getLogger("strsr.train")
 
 _MAX_SKIPS = 64  # consecutive bad images tolerated before a batch gives up
+CROPS = ("center", "random", "patch")
+RANDOM_MIN_CROP_FRACTION = 0.7  # the official dataset's `random_crop_arr(min_crop_frac=0.7)`
 
 
 class DatasetError(ValueError):
@@ -63,9 +78,8 @@ def _read_file_list(path: Path, key: str) -> list[str]:
 
 
 def _load(source: str) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]."""
+    """(3, H, W) uint8 RGB."""
     if source.startswith("skimage:"):
-        from PIL import Image
         from skimage import data
 
         name = source.removeprefix("skimage:")
@@ -76,13 +90,42 @@ def _load(source: str) -> torch.Tensor:
         if isinstance(array, tuple):  # stereo pairs come as (left, right, disparity): take the left view
             array = array[0]
         array = np.asarray(array)
-        return image_from_pil(Image.fromarray(array), source).rgb
-    return load_image(source).rgb
+        rgb = image_from_pil(Image.fromarray(array), source).rgb
+    else:
+        rgb = load_image(source).rgb
+    return (rgb * 255).round().to(torch.uint8)
+
+
+def resize_short_side(image: Image.Image, short: int) -> Image.Image:
+    """The official (guided-diffusion) resize of a Pillow image to a short side of `short` px: box-filter halvings
+    (sides floored) while the short side is at least 2 * short, then bicubic to sides round(side * short / min)."""
+    while min(image.size) >= 2 * short:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.Resampling.BOX)
+    scale = short / min(image.size)
+    return image.resize(tuple(round(side * scale) for side in image.size), resample=Image.Resampling.BICUBIC)
+
+
+def official_crop(image: torch.Tensor, size: int, crop: str, generator: torch.Generator) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, size, size) uint8 by the "center" or "random" rule (module docstring); `generator`
+    draws the random short side and window."""
+    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    short = size
+    if crop == "random":
+        lo, hi = math.ceil(size / 1.0), math.ceil(size / RANDOM_MIN_CROP_FRACTION)
+        short = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    array = np.asarray(resize_short_side(pil, short))  # (h, w, 3)
+    height, width = array.shape[:2]
+    if crop == "random":
+        top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return torch.from_numpy(np.ascontiguousarray(array[top : top + size, left : left + size])).permute(2, 0, 1)
 
 
 @dataclass
 class Batch:
-    hr: torch.Tensor  # (B, 3, R, R) float32 in [0, 1]
+    hr: torch.Tensor  # (B, 3, R, R) float32 in [0, 1], multiples of 1/255
     skipped: int  # bad images passed over while building it
 
 
@@ -127,26 +170,26 @@ class CropSampler:
             return None, source
         size = self.config.resolution
         height, width = image.shape[-2:]
-        if min(height, width) < size:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + slot)
+        if self.config.crop != "patch":
+            crop = official_crop(image, size, self.config.crop, gen)
+        elif min(height, width) < size:
             log.warning("skipping training image: %s: %dx%d is smaller than the %d crop", source, width, height, size)
             self._bad.add(source)
             return None, source
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + slot)
-        if self.config.crop == "random":
+        else:
             top = int(torch.randint(0, height - size + 1, (1,), generator=gen))
             left = int(torch.randint(0, width - size + 1, (1,), generator=gen))
-        else:
-            top, left = (height - size) // 2, (width - size) // 2
-        crop = image[:, top : top + size, left : left + size]
+            crop = image[:, top : top + size, left : left + size]
         if self.config.flip and torch.rand((), generator=gen) < 0.5:
             crop = crop.flip(-1)
-        return crop, source
+        return crop.float() / 255, source
 
-    def batch(self, step: int, rank: int, world: int, batch_size: int) -> Batch:
-        """The `rank`'s share of global batch `step`; a bad image is replaced by a random other one."""
+    def batch(self, index: int, rank: int, world: int, batch_size: int) -> Batch:
+        """The `rank`'s share of global batch `index`; a bad image is replaced by a random other one."""
         crops, skipped = [], 0
         for i in range(batch_size):
-            slot = (step * world + rank) * batch_size + i
+            slot = (index * world + rank) * batch_size + i
             for attempt in range(_MAX_SKIPS + 1):
                 crop, source = self._sample(slot, attempt)
                 if crop is not None or len(self._bad) == len(self.sources):
