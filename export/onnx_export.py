@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from strsr.atomic import atomic_write
 from strsr.export.graphs import DitOneStepGraph, ProjectorGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
-from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
 log = logging.getLogger("strsr.export")
@@ -157,11 +157,19 @@ def publish_staged(staging: Path, out_dir: Path) -> None:
         os.replace(produced, out_dir / produced.name)
 
 
-def uses_external_data(path: Path) -> bool:
+def external_data_files(path: Path) -> list[str]:
+    """The files (beside the graph) holding its external weights, by the names the graph gives them."""
     import onnx
     from onnx.external_data_helper import uses_external_data as tensor_uses_external_data
 
-    return any(tensor_uses_external_data(t) for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {entry.value for t in graph.initializer if tensor_uses_external_data(t)
+             for entry in t.external_data if entry.key == "location"}  # fmt: skip
+    return sorted(names)
+
+
+def uses_external_data(path: Path) -> bool:
+    return bool(external_data_files(path))
 
 
 def check_parity(model: StrSRGenerator, spec: GraphSpec, path: Path, scale: int = 2) -> float:

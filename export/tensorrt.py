@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from strsr.manifest import atomic_write
+from strsr.atomic import atomic_write
 from strsr.trt_backend import gpu_identity
 
 log = logging.getLogger("strsr.export")

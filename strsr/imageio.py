@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from strsr.atomic import atomic_write
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -370,25 +371,16 @@ def save_image(
     folder = target.parent
     if not folder.is_dir():
         raise ImageWriteError(f"{name}: folder {os.fspath(folder)} does not exist")
-    # Not NamedTemporaryFile: it creates mode 0600, which os.replace would carry to the result;
-    # open(..., "xb") creates exclusively with 0666 less the umask, like any new file.
-    temp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}"
-    try:
-        f = open(temp, "xb")
-    except OSError as e:
-        raise ImageWriteError(f"{name}: cannot write to folder ({e.strerror or e})") from None
-    try:
-        with f:
+
+    def encode(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             _encode(f, samples, fmt)
-            f.flush()
-            os.fsync(f.fileno())  # so a crash after the rename cannot leave an empty file under the final name
-        os.replace(temp, target)
-    except BaseException as e:  # BaseException: also clean up on KeyboardInterrupt, then re-raise it
-        temp.unlink(missing_ok=True)
-        if isinstance(e, Exception):
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
-            raise ImageWriteError(f"{name}: cannot write ({reason})") from None
-        raise
+
+    try:
+        atomic_write(target, encode, mode=0o644)
+    except Exception as e:  # KeyboardInterrupt passes through (atomic_write has removed the partial file)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
+        raise ImageWriteError(f"{name}: cannot write ({reason})") from None
 
 
 def _channels(name: str, rgb: torch.Tensor, alpha: torch.Tensor | None, grayscale: bool) -> np.ndarray:

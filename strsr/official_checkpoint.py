@@ -23,8 +23,8 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from strsr.adapter import VLMAdapter
+from strsr.atomic import atomic_write
 from strsr.checkpoint import FORMAT, CheckpointError, describe_generator, read_metadata
-from strsr.manifest import atomic_write
 from strsr.model import StrSRGenerator
 
 STATE_DICT = "state_dict.pth"

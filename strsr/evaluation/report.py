@@ -8,8 +8,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from strsr.atomic import atomic_write
 from strsr.evaluation.metrics import MetricSpec
-from strsr.manifest import atomic_write
 
 __all__ = ["format_table", "means", "write_csv", "write_json"]
 
