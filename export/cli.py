@@ -20,14 +20,32 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from strsr.atomic import atomic_write
 from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.cli import sample_image
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning
-from strsr.export.onnx_export import OPSET, check_parity, export_graph, graph_specs, tile_input_shapes
+from strsr.export.onnx_export import (
+    OPSET,
+    check_parity,
+    export_graph,
+    external_data_files,
+    graph_specs,
+    tile_input_shapes,
+)
 from strsr.imageio import ImageError, find_images, load_image
 from strsr.lora import merge_lora
-from strsr.manifest import FORMAT, atomic_write, is_current, read_manifest, tool_versions, weights_hash, write_manifest
+from strsr.manifest import (
+    FORMAT,
+    file_record,
+    inside,
+    is_current,
+    read_manifest,
+    referenced_files,
+    tool_versions,
+    weights_hash,
+    write_manifest,
+)
 from strsr.pipeline import SuperResolver
 from strsr.presets import PRESETS
 
@@ -174,8 +192,10 @@ def _export_onnx(model, spec: ExportSpec, key: dict, condition: torch.Tensor) ->
         quantization = None
         if spec.precision == "fp8" and graph.name == "dit_onestep":
             quantization = _quantize_fp8(model, graph, path, spec, condition)
+        data_files = external_data_files(path)
         graphs[graph.name] = {
             "file": path.name,
+            **({"external_data": data_files} if data_files else {}),
             "inputs": {name: [graph.dynamic.get(name, {}).get(i, n) for i, n in enumerate(shape)]
                        for name, shape in graph.inputs.items()},  # fmt: skip
             "outputs": list(graph.outputs),
@@ -193,7 +213,14 @@ def _export_onnx(model, spec: ExportSpec, key: dict, condition: torch.Tensor) ->
         "graphs": graphs,
         "tools": tool_versions(),
     }
-    write_manifest(spec.out, manifest)
+    return write_with_file_records(spec.out, manifest)
+
+
+def write_with_file_records(out_dir: Path, manifest: dict) -> dict:
+    """Record the size and sha256 of every file the manifest names, then write it."""
+    names = referenced_files(out_dir, manifest)
+    manifest = {**manifest, "files": {name: file_record(inside(out_dir, name, what)) for name, what in names.items()}}
+    write_manifest(out_dir, manifest)
     return manifest
 
 
@@ -232,8 +259,7 @@ def _build_engines(model, spec: ExportSpec, manifest: dict, condition_tokens: in
         return manifest
     section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile, condition_tokens))
     manifest = {**manifest, "tensorrt": {**section, "weights_sha256": manifest["weights_sha256"]}}
-    write_manifest(spec.out, manifest)
-    return manifest
+    return write_with_file_records(spec.out, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:

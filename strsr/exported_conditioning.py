@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from strsr.backbones import Condition
-from strsr.manifest import ManifestError
+from strsr.manifest import MANIFEST, ManifestError, conditioning_entry, inside
 
 
 class ExportedConditioning:
@@ -20,11 +20,11 @@ class ExportedConditioning:
 
     def __init__(self, engine_dir: Path, manifest: dict, projector: Callable[[torch.Tensor], torch.Tensor],
                  vlm: str | Path | None = None, device: torch.device | str = "cpu"):  # fmt: skip
-        entry = manifest.get("conditioning") or {"mode": "none", "file": manifest["condition_file"]}
+        entry = conditioning_entry(manifest, engine_dir / MANIFEST)
         self.mode = entry["mode"]
         self.tokens = self.encoder = None
         if self.mode != "vlm":
-            self.tokens = load_file(str(engine_dir / entry["file"]))["condition"].to(device)
+            self.tokens = load_condition(engine_dir, entry["file"], manifest).to(device)
             return
         if vlm is None:
             raise ManifestError(f"{engine_dir}: this export is VLM-conditioned; pass the Qwen3-VL folder (--vlm DIR)")
@@ -49,6 +49,22 @@ class ExportedConditioning:
             return self(lr.shape[0])
         features, _ = self.encoder.encode(lr)  # rows share one prompt, so one length: no mask is needed
         return Condition(self.projector(features))
+
+
+def load_condition(engine_dir: Path, name: str, manifest: dict) -> torch.Tensor:
+    """The stored (1, L, D) conditioning tokens, checked against the width the exported DiT takes."""
+    path = inside(engine_dir, name, "conditioning file")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for a corrupt header
+        raise ManifestError(f"{path}: not a readable safetensors file ({err})") from None
+    tokens = tensors.get("condition")
+    dims = manifest["graphs"]["dit_onestep"].get("inputs", {}).get("condition", [])
+    width = dims[-1] if dims and isinstance(dims[-1], int) else None
+    if tokens is None or tokens.ndim != 3 or tokens.shape[0] != 1 or (width is not None and tokens.shape[2] != width):
+        got = None if tokens is None else tuple(tokens.shape)
+        raise ManifestError(f"{path}: conditioning tokens {got} do not fit the DiT graph (1, L, {width})")
+    return tokens.float()
 
 
 @dataclass(frozen=True)

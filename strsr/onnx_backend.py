@@ -11,10 +11,8 @@ import torch
 
 from strsr.backbones import Condition
 from strsr.exported_conditioning import ExportedConditioning, ExportedLatent
-from strsr.manifest import ManifestError, check_manifest
+from strsr.manifest import STAGES, ManifestError, check_manifest, inside
 from strsr.presets import get_preset
-
-_STAGES = ("vae_encoder", "dit_onestep", "vae_decoder")
 
 
 class OnnxGenerator:
@@ -23,24 +21,28 @@ class OnnxGenerator:
     device = torch.device("cpu")
 
     def __init__(self, engine_dir: str | Path, preset: str, providers: list[str] | None = None,
-                 vlm: str | Path | None = None):  # fmt: skip
+                 vlm: str | Path | None = None, verify: bool = False):  # fmt: skip
+        """`verify` also checks every file's sha256 against the manifest (sizes are always checked)."""
         import onnxruntime as ort
 
         self.engine_dir = Path(engine_dir)
-        manifest = check_manifest(self.engine_dir, preset=preset)
-        missing = [s for s in _STAGES if s not in manifest["graphs"]]
-        if missing:
-            raise ManifestError(f"{self.engine_dir}: export lacks graphs {', '.join(missing)}")
+        manifest = check_manifest(self.engine_dir, preset=preset, verify=verify)
         self.preset = get_preset(preset)
         self.manifest = manifest
         available = ort.get_available_providers()
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.sessions = {
-            stage: ort.InferenceSession(str(self.engine_dir / manifest["graphs"][stage]["file"]), providers=providers)
-            for stage in (*_STAGES, *(["projector"] if "projector" in manifest["graphs"] else []))
-        }
+        stages = (*STAGES, *(["projector"] if "projector" in manifest["graphs"] else []))
+        self.sessions = {stage: self._session(ort, stage, providers) for stage in stages}
         self.conditioning = ExportedConditioning(self.engine_dir, manifest, self._project, vlm)
         self.latent = ExportedLatent.from_manifest(manifest)
+
+    def _session(self, ort, stage: str, providers: list[str]):
+        path = inside(self.engine_dir, self.manifest["graphs"][stage]["file"], f"graph {stage!r}")
+        try:
+            return ort.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # ONNX Runtime raises its own types for corrupt or foreign graphs
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ManifestError(f"{path}: ONNX Runtime cannot load this graph ({first})") from None
 
     def eval(self) -> OnnxGenerator:
         return self

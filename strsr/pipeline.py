@@ -181,20 +181,21 @@ class SuperResolver:
     @classmethod
     def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64,
                     seed: int = 0, backend: str = "onnx", cuda_graph: bool = False,
-                    vlm: str | Path | None = None):  # fmt: skip
+                    vlm: str | Path | None = None, verify: bool = False):  # fmt: skip
         """Run an `strsr-export` folder in ONNX Runtime (`onnx`) or TensorRT (`trt`) with the same tiling and
         blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes; `vlm` is the
-        Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in PyTorch)."""
+        Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in PyTorch); `verify` checks every file's
+        sha256 against the manifest (sizes are always checked)."""
         if backend == "trt":
             from strsr.trt_backend import TrtGenerator
 
-            generator = TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm)
+            generator = TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm, verify=verify)
             return cls(generator, tile=tile, overlap=overlap, seed=seed)
         if backend != "onnx":
             raise ValueError(f"unknown export backend {backend!r} (onnx or trt)")
         from strsr.onnx_backend import OnnxGenerator
 
-        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm), tile=tile, overlap=overlap, seed=seed)
+        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm, verify=verify), tile=tile, overlap=overlap, seed=seed)
 
     @property
     def device(self) -> torch.device:

@@ -16,10 +16,8 @@ import torch
 
 from strsr.backbones import Condition
 from strsr.exported_conditioning import ExportedConditioning, ExportedLatent
-from strsr.manifest import ManifestError, check_manifest
+from strsr.manifest import STAGES, ManifestError, check_manifest, inside
 from strsr.presets import get_preset
-
-_STAGES = ("vae_encoder", "dit_onestep", "vae_decoder")
 
 
 def check_engine_host(section: dict | None, *, trt_version: str, gpu: str, compute_capability: str,
@@ -45,7 +43,8 @@ def gpu_identity() -> dict:
 class TrtGenerator:
     """The three engines as one callable: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W)."""
 
-    def __init__(self, engine_dir: str | Path, preset: str, cuda_graph: bool = False, vlm: str | Path | None = None):
+    def __init__(self, engine_dir: str | Path, preset: str, cuda_graph: bool = False, vlm: str | Path | None = None,
+                 verify: bool = False):  # fmt: skip
         try:
             import tensorrt as trt
         except ImportError:
@@ -53,7 +52,7 @@ class TrtGenerator:
         if not torch.cuda.is_available():
             raise ManifestError("--backend trt needs an NVIDIA GPU; none is visible (CUDA unavailable)")
         self.engine_dir = Path(engine_dir)
-        manifest = check_manifest(self.engine_dir, preset=preset)
+        manifest = check_manifest(self.engine_dir, preset=preset, verify=verify)
         section = manifest.get("tensorrt")
         check_engine_host(section, trt_version=trt.__version__, **gpu_identity(), where=self.engine_dir)
         self.preset = get_preset(preset)
@@ -63,10 +62,11 @@ class TrtGenerator:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._trt = trt
         self.engines, self.contexts = {}, {}
-        for stage in (*_STAGES, *(["projector"] if "projector" in section["engines"] else [])):
-            path = self.engine_dir / section["engines"][stage]["file"]
-            if not path.is_file():
-                raise ManifestError(f"{self.engine_dir}: engine {path.name} is missing")
+        missing = [s for s in STAGES if s not in section["engines"]]
+        if missing:
+            raise ManifestError(f"{self.engine_dir}: no TensorRT engines for {', '.join(missing)} (strsr-export --trt)")
+        for stage in (*STAGES, *(["projector"] if "projector" in section["engines"] else [])):
+            path = inside(self.engine_dir, section["engines"][stage]["file"], f"TensorRT engine {stage!r}")
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
                 raise ManifestError(f"{path}: TensorRT could not load this engine (corrupt or built elsewhere)")
