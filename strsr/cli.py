@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import sys
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from tqdm import tqdm
 from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.conditioning import CONDITIONING_MODES
-from strsr.imageio import ROUNDING_MODES, ImageError, find_images, load_image, save_image
+from strsr.imageio import ROUNDING_MODES, ImageError, load_image, save_image
+from strsr.outputs import plan_outputs
 from strsr.pipeline import SuperResolver
 from strsr.presets import PRESETS
 
@@ -73,27 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch (default); onnx or trt: an strsr-export folder in ONNX Runtime or TensorRT")  # fmt: skip
     p.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --backend onnx|trt")
     p.add_argument("--cuda-graph", action="store_true", help="--backend trt: replay a CUDA graph per tile shape")
+    p.add_argument("--verify", action="store_true",
+                   help="--backend onnx|trt: check every exported file's sha256 (sizes are always checked)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
-
-
-def _jobs(inputs: list[Path], outdir: Path, suffix: str) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; folders keep their relative layout under `outdir`.
-
-    Inputs that would share an output name (photo.jpg and photo.png) keep their own suffix in it
-    (photo.jpg.png, photo.png.png), so no result silently replaces another.
-    """
-    jobs = []
-    for item in inputs:
-        if item.is_dir():
-            jobs += [(f, outdir / f.relative_to(item)) for f in find_images([item])]
-        else:
-            jobs.append((item, outdir / item.name))
-    targets = Counter(dst.with_suffix(suffix) for _, dst in jobs)
-    return [
-        (src, dst.with_suffix(suffix) if targets[dst.with_suffix(suffix)] == 1 else dst.with_name(dst.name + suffix))
-        for src, dst in jobs
-    ]
 
 
 def _rank_share(jobs: list, env=os.environ) -> list:
@@ -142,14 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no input: give image files or folders, or --sample")
         return 2
     try:
-        jobs = _rank_share(_jobs(inputs, args.output, args.format))
-    except ImageError as err:
+        jobs = _rank_share(plan_outputs(inputs, args.output, lambda relative: relative.with_suffix(args.format)))
+    except ValueError as err:  # ImageError (a missing input) or an output over an input
         log.error("%s", err)
-        return 2
-    resolved_inputs = {src.resolve() for src, _ in jobs}
-    clashes = [dst for _, dst in jobs if dst.resolve() in resolved_inputs]
-    if clashes:
-        log.error("%s: output would overwrite an input; choose another output folder", clashes[0])
         return 2
     try:
         args.output.mkdir(parents=True, exist_ok=True)
@@ -167,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend != "torch":
             resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap,
                                                  seed=args.seed, backend=args.backend, cuda_graph=args.cuda_graph,
-                                                 vlm=args.vlm)  # fmt: skip
+                                                 vlm=args.vlm, verify=args.verify)  # fmt: skip
         else:
             resolver = SuperResolver.from_preset(
                 args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint,

@@ -14,6 +14,7 @@ from skimage import data
 from strsr.build import build_generator
 from strsr.checkpoint import save_generator
 from strsr.cli import main, sample_image
+from strsr.outputs import plan_outputs
 
 
 def _run(args, caplog):
@@ -69,8 +70,22 @@ def test_every_input_format(inputs, tmp_path, caplog):
         image = Image.open(out / f"{stem}.png")
         assert (image.mode, image.size) == (mode, size), stem
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before  # inputs untouched
-    for name in ("photo.jpg", "photo.webp", "photo.tif"):  # same stem: each keeps its own output
+    for name in ("photo-jpg", "photo-webp", "photo-tif"):  # same stem: the source format tells them apart
         assert Image.open(out / f"{name}.png").size == (128, 96)
+    assert "photo.jpg shares its output name with another input: writing photo-jpg.png" in log
+
+
+def test_two_inputs_never_share_an_output(tmp_path, caplog):
+    for folder, seed in (("d1", 0), ("d2", 1)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(_photo()[:, ::-1] if seed else _photo()).save(tmp_path / folder / "a.png")
+    out = tmp_path / "out"
+    code, log = _run([str(tmp_path / "d1" / "a.png"), str(tmp_path / "d2" / "a.png"), "-o", str(out)], caplog)
+    assert code == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["d1/a.png", "d2/a.png"] and "writing d2/a.png" in log
+    a, b = (np.asarray(Image.open(out / d / "a.png")) for d in ("d1", "d2"))
+    assert np.abs(a.astype(int) - b[:, ::-1]).mean() < 8  # each output is its own input's (the mirror image)
 
 
 def test_bad_images_are_reported_and_the_rest_complete(tmp_path, caplog):
@@ -126,12 +141,12 @@ def test_checkpoint_for_another_preset_is_one_clear_error(tmp_path, caplog):
 def test_ranks_split_the_inputs(inputs, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
-    code, _ = _run([str(inputs), "-o", str(tmp_path / "out")], caplog)
+    out = tmp_path / "out"
+    code, _ = _run([str(inputs), "-o", str(out)], caplog)
     assert code == 0
-    names = sorted(p.name for p in inputs.iterdir())
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert len(written) == len(names[1::3]) and all(w.split(".")[0] in {n.split(".")[0] for n in names[1::3]}
-                                                    for w in written)  # fmt: skip
+    every = [dst.name for _, dst in plan_outputs([inputs], out, lambda r: r.with_suffix(".png"))]
+    assert len(every) == len(list(inputs.iterdir())) == 9
+    assert sorted(p.name for p in out.iterdir()) == sorted(every[1::3])
 
 
 @pytest.mark.slow

@@ -241,3 +241,47 @@ def test_cli_lr_runs_the_tiny_model_first(tmp_path, capsys):
     assert load_image(out / "cat.png").rgb.shape == (3, 128, 128)
     row = capsys.readouterr().out.splitlines()[2].split()
     assert row[:2] == ["out", "1"] and 20 < float(row[2]) < 40 and not math.isnan(float(row[3]))
+
+
+def test_cli_lr_never_writes_among_its_inputs(tmp_path, caplog):
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    save_image(lr / "cat.jpg", crop("chelsea")[:, :32, :32])
+    before = sorted(p.name for p in lr.iterdir())
+    for pred in (lr, lr / "sub"):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(["--lr", str(lr), "--pred", str(pred), "--metrics", "niqe", "--quiet"]) == 2
+        assert "is inside --lr" in caplog.text
+    assert sorted(p.name for p in lr.iterdir()) == before
+
+
+def test_cli_lr_reports_a_bad_image_and_scores_the_rest(tmp_path, caplog, capsys):
+    gt, lr, out = tmp_path / "gt", tmp_path / "lr", tmp_path / "out"
+    gt.mkdir(), lr.mkdir()
+    for name, top in (("a", 0), ("b", 40)):
+        hr = crop("chelsea", top, 120)[:, :128, :128]
+        save_image(gt / f"{name}.png", hr)
+        save_image(lr / f"{name}.png", F.interpolate(hr[None], scale_factor=0.25, mode="bicubic",
+                                                      antialias=True)[0].clamp(0, 1))  # fmt: skip
+    (lr / "broken.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.ERROR):
+        code = main(["--lr", str(lr), "--pred", str(out), "--gt", str(gt), "--metrics", "psnr", "--quiet"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()][0].count("\n") == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["out", "2"]
+
+
+def test_an_image_too_small_for_a_metric_is_reported_not_fatal(tmp_path, caplog, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    tiny = crop("chelsea")[:, :4, :4]
+    save_image(gt / "tiny.png", tiny)
+    save_image(pred / "tiny.png", tiny)
+    save_image(gt / "big.png", crop("coffee"))
+    save_image(pred / "big.png", crop("coffee"))
+    with caplog.at_level(logging.ERROR):
+        code = main(["--pred", str(pred), "--gt", str(gt), "--metrics", "ssim", "--quiet"])
+    assert code == 1 and "tiny.png: not scored" in caplog.text
+    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["pred", "1"]

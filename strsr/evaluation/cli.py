@@ -24,7 +24,8 @@ from strsr.evaluation.metrics import PAPER_METRICS, WEIGHT_FREE_METRICS, MetricS
 from strsr.evaluation.pairing import PairingError, pair_folders
 from strsr.evaluation.report import format_table, means, write_csv, write_json
 from strsr.evaluation.weights import MissingWeightsError
-from strsr.imageio import ImageError, find_images, load_image, save_image
+from strsr.imageio import ImageError, load_image, save_image
+from strsr.outputs import plan_outputs
 from strsr.presets import PRESETS
 
 log = logging.getLogger("strsr.evaluation")
@@ -146,6 +147,10 @@ def validate(args: argparse.Namespace) -> EvalConfig:
             raise UsageError("--lr writes into one --pred folder: give exactly one --pred")
         if not args.lr.is_dir():
             raise UsageError(f"--lr {args.lr}: not a folder")
+        out = preds[0][1].resolve()
+        if out == args.lr.resolve() or out.is_relative_to(args.lr.resolve()):
+            raise UsageError(f"--pred {preds[0][1]} is inside --lr {args.lr}: the upscaled images would go among "
+                             "the inputs; choose another folder")  # fmt: skip
     else:
         for _, path in preds:
             if not path.is_dir():
@@ -172,8 +177,9 @@ def validate(args: argparse.Namespace) -> EvalConfig:
     )  # fmt: skip
 
 
-def upscale_folder(config: EvalConfig, device: torch.device) -> None:
-    """Run the model over every LR image into the --pred folder (same relative names, .png)."""
+def upscale_folder(config: EvalConfig, device: torch.device) -> int:
+    """Run the model over every LR image into the --pred folder (same relative names, .png); an image that fails
+    is reported on one line and the others go on. Returns the number of failures."""
     from strsr.pipeline import SuperResolver
 
     o = config.model
@@ -184,12 +190,17 @@ def upscale_folder(config: EvalConfig, device: torch.device) -> None:
     )  # fmt: skip
     if resolver.weights_are_random:
         log.warning("weights are random (preset %r, no checkpoint): scores measure the pipeline, not a model", o.preset)
-    out_dir = config.preds[0][1]
-    for source in tqdm(find_images([config.lr]), desc="upscaling", unit="img", disable=config.quiet):
-        result = resolver.upscale_image(load_image(source))
-        target = (out_dir / source.relative_to(config.lr)).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_image(target, result.rgb, None, bit_depth=result.bit_depth, grayscale=result.grayscale)
+    failures = 0
+    jobs = plan_outputs([config.lr], config.preds[0][1], lambda relative: relative.with_suffix(".png"))
+    for source, target in tqdm(jobs, desc="upscaling", unit="img", disable=config.quiet):
+        try:
+            result = resolver.upscale_image(load_image(source))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_image(target, result.rgb, None, bit_depth=result.bit_depth, grayscale=result.grayscale)
+        except (ImageError, ValueError, RuntimeError) as err:  # one bad image: report it, go on with the rest
+            failures += 1
+            log.error("%s: not upscaled (%s)", source, str(err).splitlines()[0])
+    return failures
 
 
 def _suite(config: EvalConfig, device: torch.device) -> MetricSuite:
@@ -210,8 +221,7 @@ def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]
     from strsr.pipeline import resolve_device
 
     device = resolve_device(config.device)
-    if config.lr is not None:
-        upscale_folder(config, device)
+    failures = upscale_folder(config, device) if config.lr is not None else 0
     pairings = []
     for method, folder in config.preds:
         pairing = pair_folders(folder, config.gt)
@@ -221,7 +231,7 @@ def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]
     suite = _suite(config, device)
     columns = suite.columns(with_gt=config.gt is not None)
     jobs = [(method, key, pred, gt) for method, pairing in pairings for key, pred, gt in pairing.pairs]
-    rows, failures, counts = [], 0, {m: 0 for m, _ in config.preds}
+    rows, counts = [], {m: 0 for m, _ in config.preds}
     for method, key, pred_path, gt_path in tqdm(jobs, desc="scoring", unit="img", disable=config.quiet):
         try:
             pred = load_image(pred_path).rgb
@@ -235,7 +245,13 @@ def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]
             log.error("%s: %dx%d but its ground truth %s is %dx%d; not scored", pred_path, pred.shape[2],
                       pred.shape[1], gt_path, gt.shape[2], gt.shape[1])  # fmt: skip
             continue
-        rows.append({"method": method, "image": key, **suite.score(pred, gt)})
+        try:
+            scores = suite.score(pred, gt)
+        except (RuntimeError, ValueError) as err:  # e.g. an image smaller than a metric's window
+            failures += 1
+            log.error("%s: not scored (%s)", pred_path, str(err).splitlines()[0])
+            continue
+        rows.append({"method": method, "image": key, **scores})
         counts[method] += 1
     return rows, columns, counts, failures
 

@@ -1,0 +1,68 @@
+"""Output naming: one output per input, told apart by source format or folder, never over an input."""
+
+import pytest
+from PIL import Image
+
+from strsr.outputs import plan_outputs
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (2, 2)).save(path)
+    return path
+
+
+def _png(relative):
+    return relative.with_suffix(".png")
+
+
+def _names(pairs, out):
+    return [str(dst.relative_to(out)) for _, dst in pairs]
+
+
+def test_distinct_names_are_kept_and_folders_keep_their_layout(tmp_path):
+    a = _touch(tmp_path / "in" / "a.jpg")
+    _touch(tmp_path / "in" / "sub" / "b.png")
+    out = tmp_path / "out"
+    assert _names(plan_outputs([a], out, _png), out) == ["a.png"]
+    assert _names(plan_outputs([tmp_path / "in"], out, _png), out) == ["a.png", "sub/b.png"]
+
+
+def test_same_name_in_two_folders_keeps_the_folders(tmp_path, caplog):
+    a, b = _touch(tmp_path / "x" / "d1" / "a.png"), _touch(tmp_path / "x" / "d2" / "a.png")
+    out = tmp_path / "out"
+    pairs = plan_outputs([a, b], out, _png)
+    assert [src for src, _ in pairs] == [a, b]
+    assert _names(pairs, out) == ["d1/a.png", "d2/a.png"]
+    c = _touch(tmp_path / "y" / "d1" / "a.png")  # the same last folder: one level more
+    assert _names(plan_outputs([a, c], out, _png), out) == ["x/d1/a.png", "y/d1/a.png"]
+
+
+def test_same_stem_in_one_folder_is_told_apart_by_format(tmp_path):
+    a, b = _touch(tmp_path / "a.png"), _touch(tmp_path / "a.jpg")
+    _touch(tmp_path / "c.webp")
+    out = tmp_path / "out"
+    assert _names(plan_outputs([a, b], out, _png), out) == ["a-png.png", "a-jpg.png"]
+    assert _names(plan_outputs([tmp_path], out, _png), out) == ["a-jpg.png", "a-png.png", "c.png"]
+
+
+def test_two_folders_with_the_same_layout(tmp_path):
+    for root in ("left", "right"):
+        _touch(tmp_path / root / "shots" / "p.png")
+        _touch(tmp_path / root / "shots" / "p.jpg")
+    out = tmp_path / "out"
+    names = _names(plan_outputs([tmp_path / "left", tmp_path / "right"], out, _png), out)
+    assert len(set(names)) == 4
+    assert names == ["left/shots/p-jpg.png", "left/shots/p-png.png", "right/shots/p-jpg.png", "right/shots/p-png.png"]
+
+
+def test_the_same_file_twice_is_done_once(tmp_path):
+    a = _touch(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    assert _names(plan_outputs([a, tmp_path / "in", a], out, _png), out) == ["a.png"]
+
+
+def test_an_output_over_an_input_is_refused(tmp_path):
+    a = _touch(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        plan_outputs([a], tmp_path, _png)
