@@ -1,11 +1,13 @@
 // strsr-infer: x4 super-resolution of one PNG/JPEG file with an `strsr-export` folder, the C++ counterpart of
 // `strsr-upscale IN -o OUTDIR --backend onnx --engine-dir DIR` (same pipeline, same grey and alpha handling).
 //
-//   strsr-infer photo.png -o photo_x4.png --engine-dir exported/ [--tile 1024] [--overlap 64]
+//   strsr-infer photo.png -o photo_x4.png --engine-dir exported/ [--tile 1024] [--overlap 64] [--seed 0]
 //
 // Exit status: 0 done, 1 the image could not be read, upscaled or written, 2 bad arguments or export folder.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -20,15 +22,20 @@
 namespace {
 
 const char* const kUsage =
-    "usage: strsr-infer IN -o OUT --engine-dir DIR [--tile N] [--overlap N]\n"
-    "                   [--backend auto|onnxruntime|tensorrt] [--device auto|cpu|cuda[:N]] [--threads N]\n"
-    "                   [--cuda-graph] [--timing]\n"
+    "usage: strsr-infer IN -o OUT --engine-dir DIR [--tile N] [--overlap N] [--seed N]\n"
+    "                   [--rounding floor|nearest] [--backend auto|onnxruntime|tensorrt]\n"
+    "                   [--device auto|cpu|cuda[:N]] [--threads N] [--cuda-graph] [--timing]\n"
     "\n"
     "  IN                 PNG or JPEG image (8 or 16 bit; grey, RGB, with or without alpha)\n"
     "  -o, --output OUT   output file, .png or .jpg (16-bit sources give 16-bit PNG)\n"
     "  --engine-dir DIR   strsr-export output folder\n"
     "  --tile N           output tile size in pixels (default: the export's tile)\n"
-    "  --overlap N        overlap between output tiles in pixels (default: 64)\n"
+    "  --overlap N        overlap between output tiles in pixels, below the tile (default: 64)\n"
+    "  --seed N           sampling exports: seed of the posterior noise, a fresh generator per image\n"
+    "                     (default: 0; the runtime's own draws, not PyTorch's: reproducible here, not equal to\n"
+    "                     strsr-upscale's)\n"
+    "  --rounding MODE    float to integer samples: floor (default, as strsr-upscale and the official scripts)\n"
+    "                     or nearest\n"
     "  --threads N        ONNX Runtime CPU threads (default: its own choice)\n"
     "  --cuda-graph       TensorRT: replay a CUDA graph for repeated tile shapes\n"
     "  --timing           print the load and upscale times to stderr\n";
@@ -42,6 +49,16 @@ struct Args {
 int usage_error(const std::string& message) {
     std::fprintf(stderr, "strsr-infer: %s\n%s", message.c_str(), kUsage);
     return 2;
+}
+
+bool parse_seed(const std::string& text, uint64_t& value) {
+    if (text.empty() || text[0] < '0' || text[0] > '9') return false;  // strtoull would take "-1" as 2^64 - 1
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long parsed = std::strtoull(text.c_str(), &end, 10);
+    if (*end || errno == ERANGE) return false;
+    value = uint64_t(parsed);
+    return true;
 }
 
 bool parse_int(const std::string& text, int& value) {
@@ -75,6 +92,14 @@ int parse(int argc, char** argv, Args& args) {
             if (!value(v) || !parse_int(v, n)) return usage_error(arg + " needs a non-negative integer");
             (arg == "--tile" ? args.options.tile : arg == "--overlap" ? args.options.overlap
                                                                       : args.options.intra_op_threads) = n;
+        } else if (arg == "--seed") {
+            if (!value(v) || !parse_seed(v, args.options.seed))
+                return usage_error("--seed needs a non-negative integer below 2^64");
+        } else if (arg == "--rounding") {
+            if (!value(v)) return usage_error("--rounding needs a mode");
+            if (v == "floor") args.options.rounding = STRSR_ROUNDING_FLOOR;
+            else if (v == "nearest") args.options.rounding = STRSR_ROUNDING_NEAREST;
+            else return usage_error("unknown rounding '" + v + "' (floor or nearest)");
         } else if (arg == "--backend") {
             if (!value(v)) return usage_error("--backend needs a name");
             if (v == "auto") args.options.backend = STRSR_BACKEND_AUTO;
@@ -112,7 +137,8 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
 
 // The upscaled image in the source's kind: grey stays grey (mean of the three model channels, as strsr-upscale),
 // alpha is bicubic-upsampled on its own (it is not an image the model knows) and re-attached.
-strsr::ImageFile assemble(const strsr::ImageFile& source, const strsr::Planar& rgb, bool jpeg) {
+strsr::ImageFile assemble(const strsr::ImageFile& source, const strsr::Planar& rgb, bool jpeg,
+                          strsr_rounding rounding) {
     const bool grey = source.channels <= 2;
     const bool alpha = (source.channels == 2 || source.channels == 4) && !jpeg;
     if (jpeg && (source.channels == 2 || source.channels == 4))
@@ -144,7 +170,7 @@ strsr::ImageFile assemble(const strsr::ImageFile& source, const strsr::Planar& r
     result.channels = out.channels;
     result.bit_depth = format == STRSR_RGB16 ? 16 : 8;
     result.data.resize(result.row_bytes() * size_t(result.height));
-    strsr::planar_to_interleaved(out, format, result.data.data());
+    strsr::planar_to_interleaved(out, format, result.data.data(), rounding);
     return result;
 }
 
@@ -170,7 +196,7 @@ int main(int argc, char** argv) {
             std::string suffix = std::filesystem::path(args.output).extension().string();
             std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return char(std::tolower(c)); });
             const bool jpeg = suffix == ".jpg" || suffix == ".jpeg";
-            strsr::write_image(args.output, assemble(source, rgb, jpeg));
+            strsr::write_image(args.output, assemble(source, rgb, jpeg, args.options.rounding));
             if (args.timing) {
                 const strsr_info info = session.info();
                 std::fprintf(stderr, "strsr-infer: load %.1f ms, upscale %.1f ms (%dx%d -> %dx%d, %s on %s)\n",

@@ -11,8 +11,9 @@
 struct strsr_session {
     strsr::Upscaler upscaler;
     std::string device;
+    strsr_rounding rounding;
 
-    strsr_session(const char* dir, const strsr_options& options) : upscaler(dir, options) {
+    strsr_session(const char* dir, const strsr_options& options) : upscaler(dir, options), rounding(options.rounding) {
         device = upscaler.backend().device();
     }
 };
@@ -67,6 +68,8 @@ void strsr_options_init(strsr_options* options) {
     options->backend = STRSR_BACKEND_AUTO;
     options->device = STRSR_DEVICE_AUTO;
     options->overlap = -1;
+    options->rounding = STRSR_ROUNDING_FLOOR;
+    options->seed = 0;
 }
 
 strsr_status strsr_session_create(const char* engine_dir, const strsr_options* options, strsr_session** session) {
@@ -92,7 +95,7 @@ strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, co
         check_count("input buffer", input_bytes, bytes, "bytes");
         check_count("output buffer", output_bytes, bytes * strsr::kScale * strsr::kScale, "bytes");
         const strsr::Planar lr = strsr::interleaved_to_planar(input, width, height, 3, format);
-        strsr::planar_to_interleaved(session->upscaler.upscale(lr), format, output);
+        strsr::planar_to_interleaved(session->upscaler.upscale(lr), format, output, session->rounding);
     });
 }
 

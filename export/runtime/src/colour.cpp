@@ -20,14 +20,16 @@ Planar decode(const T* samples, int width, int height, int channels, float peak)
 }
 
 template <typename T>
-void encode(const Planar& image, double peak, T* samples) {
+void encode(const Planar& image, float peak, strsr_rounding rounding, T* samples) {
     const size_t pixels = image.plane();
     for (size_t i = 0; i < pixels; ++i)
         for (int c = 0; c < image.channels; ++c) {
             const float value = image.data[size_t(c) * pixels + i];
             if (std::isnan(value)) throw Error(STRSR_ERROR_BACKEND, "the model produced NaN pixels");
-            const double clamped = std::min(std::max(double(value), 0.0), 1.0);
-            samples[i * size_t(image.channels) + size_t(c)] = T(std::nearbyint(clamped * peak));  // half to even
+            const float clamped = std::min(std::max(value, 0.0f), 1.0f);
+            // floor: the float32 product truncated (non-negative, so truncation is the floor); nearest: half to even
+            samples[i * size_t(image.channels) + size_t(c)] =
+                rounding == STRSR_ROUNDING_FLOOR ? T(clamped * peak) : T(std::nearbyint(double(clamped) * double(peak)));
         }
 }
 
@@ -50,11 +52,14 @@ Planar interleaved_to_planar(const void* samples, int width, int height, int cha
     return decode(static_cast<const uint16_t*>(samples), width, height, channels, 65535.0f);
 }
 
-void planar_to_interleaved(const Planar& image, strsr_pixel_format format, void* samples) {
+void planar_to_interleaved(const Planar& image, strsr_pixel_format format, void* samples, strsr_rounding rounding) {
+    if (rounding != STRSR_ROUNDING_FLOOR && rounding != STRSR_ROUNDING_NEAREST)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "unknown rounding " + std::to_string(int(rounding)) +
+                                                      " (use STRSR_ROUNDING_FLOOR or STRSR_ROUNDING_NEAREST)");
     if (bytes_per_sample(format) == 1)
-        encode(image, 255.0, static_cast<uint8_t*>(samples));
+        encode(image, 255.0f, rounding, static_cast<uint8_t*>(samples));
     else
-        encode(image, 65535.0, static_cast<uint16_t*>(samples));
+        encode(image, 65535.0f, rounding, static_cast<uint16_t*>(samples));
 }
 
 }  // namespace strsr

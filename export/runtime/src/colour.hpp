@@ -1,5 +1,7 @@
-// Interleaved RGB8/RGB16 buffers <-> planar float32 in [0, 1], with the Python image I/O's exact conventions:
-// decode as float32(sample) / float32(peak), encode as rint(clamp(value, 0, 1) * peak) in double precision.
+// Interleaved RGB8/RGB16 buffers <-> planar float32 in [0, 1], with the Python image I/O's exact conventions
+// (strsr/imageio.py's `quantize`): decode as float32(sample) / float32(peak); encode clamp(value, 0, 1), then
+// floor: truncate float32(clamped * float32(peak)) (torchvision's ToPILImage, the official scripts' output), or
+// nearest: rint(clamped * peak) in double precision, half to even.
 #pragma once
 
 #include <cstddef>
@@ -17,7 +19,9 @@ size_t bytes_per_sample(strsr_pixel_format format);
 // grey is replicated to three planes, alpha is dropped); `samples` are uint8 or native uint16.
 Planar interleaved_to_planar(const void* samples, int width, int height, int channels, strsr_pixel_format format);
 
-// Interleaved samples of all planes of `image` (any channel count). Throws on NaN (a broken model output).
-void planar_to_interleaved(const Planar& image, strsr_pixel_format format, void* samples);
+// Interleaved samples of all planes of `image` (any channel count). Throws on NaN (a broken model output) and on
+// an unknown rounding.
+void planar_to_interleaved(const Planar& image, strsr_pixel_format format, void* samples,
+                           strsr_rounding rounding = STRSR_ROUNDING_FLOOR);
 
 }  // namespace strsr

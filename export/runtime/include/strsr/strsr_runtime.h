@@ -1,8 +1,16 @@
 /* strsr_runtime.h: the C API of the strsr x4 super-resolution runtime, for services in any language.
  *
  * A session loads an `strsr-export` folder (manifest.json, the three graphs, condition.safetensors) into one
- * backend and upscales RGB buffers x4 with the same pipeline as `strsr-upscale`: bicubic x4, tiles with linear
- * feathering, reflect padding to the export's pixel multiple, VAE encode -> one-step DiT -> VAE decode per tile.
+ * backend and upscales RGB buffers x4 with the same pipeline as `strsr-upscale` (the official StrSR tiling):
+ * bicubic x4, one reflect pad of the upsampled image to a multiple of 16 (and of the export's pixel multiple),
+ * tiles at strides of tile - overlap with the last one flush with the edge, VAE encode -> one-step DiT -> VAE
+ * decode per tile, the outputs blended with linspace ramps in the model's [-1, 1], clamped once and cropped.
+ *
+ * Sampling exports (manifest "latent": {"mode": "sample"}) take the VAE posterior noise as an encoder input. The
+ * runtime draws it from its own generator (std::mt19937_64 and Marsaglia's polar method, see src/noise.hpp),
+ * seeded with `strsr_options.seed` afresh for every image and drawn tile by tile in row-major order: the same seed
+ * gives the same image on every platform, but the draws are not PyTorch's, so a sampling export's output is not
+ * strsr-upscale's (exports with "mode": "mode" match it).
  *
  * Errors: every call returns a status; on failure strsr_last_error() gives a one-line message for the calling
  * thread (thread-local, like errno). No C++ exception crosses this boundary and no input aborts the process.
@@ -62,15 +70,24 @@ typedef enum strsr_pixel_format {
     STRSR_PIXEL_FORMAT_MAX_ENUM = 0x7fffffff
 } strsr_pixel_format;
 
+typedef enum strsr_rounding {
+    STRSR_ROUNDING_FLOOR = 0,   /* truncate float32(value * peak), as strsr-upscale and the official scripts */
+    STRSR_ROUNDING_NEAREST = 1, /* round value * peak (in double) half to even */
+    STRSR_ROUNDING_MAX_ENUM = 0x7fffffff
+} strsr_rounding;
+
+/* Initialise with strsr_options_init, then set fields: new fields are only ever appended, with defaults there. */
 typedef struct strsr_options {
     strsr_backend backend;
     strsr_device device;
     int device_index;      /* CUDA device ordinal */
-    int tile;              /* output tile size in pixels; 0: the manifest's tile */
-    int overlap;           /* output overlap in pixels, a multiple of 4 below tile; -1: 64 (strsr-upscale's) */
+    int tile;              /* output tile size in pixels, a multiple of the pixel multiple; 0: the manifest's */
+    int overlap;           /* output overlap in pixels, 0 <= overlap < tile; -1: 64 (strsr-upscale's) */
     int intra_op_threads;  /* ONNX Runtime CPU threads per session; 0: its default */
     int cuda_graph;        /* TensorRT: capture a CUDA graph per context for repeated tile shapes (0/1) */
     int max_contexts;      /* TensorRT: execution contexts (concurrent calls) per session; 0: 2 */
+    strsr_rounding rounding; /* float -> RGB8/RGB16 samples in strsr_upscale; default floor */
+    uint64_t seed;         /* sampling exports: seeds each image's posterior noise; default 0 */
 } strsr_options;
 
 typedef struct strsr_info {
@@ -87,7 +104,7 @@ typedef struct strsr_info {
 
 typedef struct strsr_session strsr_session;
 
-/* Defaults: auto backend and device, the manifest's tile, overlap 64. */
+/* Defaults: auto backend and device, the manifest's tile, overlap 64, floor rounding, seed 0. */
 STRSR_API void strsr_options_init(strsr_options* options);
 
 /* Load `engine_dir`. `options` may be NULL (defaults). On success *session is set, else left NULL. */
@@ -95,8 +112,9 @@ STRSR_API strsr_status strsr_session_create(const char* engine_dir, const strsr_
                                             strsr_session** session);
 STRSR_API void strsr_session_destroy(strsr_session* session);
 
-/* Upscale a tightly packed width x height image into `output` (4*width x 4*height, same format).
- * input_bytes and output_bytes must be exactly width*height*3*(1 or 2) and 16 times that. */
+/* Upscale a tightly packed width x height image into `output` (4*width x 4*height, same format), samples made
+ * integers by the session's rounding. input_bytes and output_bytes must be exactly width*height*3*(1 or 2) and 16
+ * times that. */
 STRSR_API strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, const void* input,
                                      size_t input_bytes, int width, int height, void* output, size_t output_bytes);
 
