@@ -26,8 +26,9 @@ public:
     virtual ~Backend() = default;
     virtual const char* name() const = 0;
     virtual std::string device() const = 0;
-    // (3, H, W) in [-1, 1], H and W multiples of the pixel multiple -> (3, H, W). Safe to call from many threads.
-    virtual Planar run(const Planar& image) const = 0;
+    // (3, H, W) in [-1, 1], H and W multiples of the pixel multiple -> (3, H, W). `noise` is the encoder's noise
+    // input, (1, C, H / s, W / s), for a sampling export, else null. Safe to call from many threads.
+    virtual Planar run(const Planar& image, const Tensor* noise) const = 0;
 };
 
 // Each factory checks the manifest against what it loads and throws Error naming any mismatch. A backend not

@@ -142,6 +142,30 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
     require_input(p, m.graphs["dit_onestep"], "dit_onestep", "state", 4);
     require_input(p, m.graphs["dit_onestep"], "dit_onestep", "condition", 3);
     require_input(p, m.graphs["vae_decoder"], "vae_decoder", "state", 4);
+    // "latent": {"mode": "sample", "channels": C, "vae_scale": s} or {"mode": "mode"}; absent or null: the mode.
+    if (root.contains("latent") && !root.at("latent").is_null()) {
+        const json& latent = p.object(root, "", "latent");
+        const std::string mode = p.string(latent, "latent", "mode");
+        if (mode != "sample" && mode != "mode") p.fail("latent.mode", "is '" + mode + "', not sample or mode");
+        if (mode == "sample") {
+            m.latent.samples = true;
+            m.latent.channels = p.positive_int(latent, "latent", "channels");
+            m.latent.vae_scale = p.positive_int(latent, "latent", "vae_scale");
+        }
+    }
+    const auto& encoder_inputs = m.graphs["vae_encoder"].inputs;
+    if (m.latent.samples) {
+        require_input(p, m.graphs["vae_encoder"], "vae_encoder", "noise", 4);
+        const Dim& channels = encoder_inputs.at("noise")[1];
+        if (channels.is_static() && channels.size != m.latent.channels)
+            p.fail("graphs.vae_encoder.inputs.noise", "has " + std::to_string(channels.size) +
+                                                          " channels, latent.channels says " +
+                                                          std::to_string(m.latent.channels));
+    } else if (encoder_inputs.count("noise")) {
+        p.fail("graphs.vae_encoder.inputs", "has 'noise', but the latent mode is not sample");
+    }
+    if (encoder_inputs.size() != (m.latent.samples ? 2u : 1u))
+        p.fail("graphs.vae_encoder.inputs", m.latent.samples ? "must be image and noise" : "must be image alone");
     if (root.contains("tensorrt")) {
         const json& trt = p.object(root, "", "tensorrt");
         TensorRtInfo info;

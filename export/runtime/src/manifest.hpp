@@ -35,6 +35,14 @@ struct TensorRtInfo {
     std::map<std::string, std::string> engines;  // stage -> engine file
 };
 
+// How the encoder graph encodes: "mode" (the posterior's mode or a deterministic autoencoder; no extra input) or
+// "sample" (its input `noise`, (B, channels, H / vae_scale, W / vae_scale) standard normal, is the posterior's eps).
+struct LatentInfo {
+    bool samples = false;
+    int channels = 0;
+    int vae_scale = 1;
+};
+
 struct Manifest {
     std::string format;
     std::string preset;
@@ -46,6 +54,7 @@ struct Manifest {
     double t1 = 0.0;
     std::string conditioning = "none";  // none or text: stored tokens; vlm: Qwen3-VL in PyTorch (not run here)
     std::string condition_file;         // the stored tokens; empty for vlm
+    LatentInfo latent;                  // "latent" section; absent or null in older exports: the mode
     std::map<std::string, GraphInfo> graphs;
     std::optional<TensorRtInfo> tensorrt;
     std::string text;  // the JSON as read, for strsr_session_manifest()

@@ -104,14 +104,20 @@ public:
     const char* name() const override { return "onnxruntime"; }
     std::string device() const override { return device_; }
 
-    Planar run(const Planar& image) const override {
+    Planar run(const Planar& image, const Tensor* noise) const override {
         const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
         // ORT takes non-const buffers for inputs but does not write them; the copies keep this method const.
         std::vector<float> pixels = image.data;
         std::vector<float> condition = condition_.data;
+        std::vector<float> eps = noise ? noise->data : std::vector<float>();
         const std::array<int64_t, 4> image_shape = {1, image.channels, image.height, image.width};
         Ort::Value x = Ort::Value::CreateTensor<float>(memory, pixels.data(), pixels.size(), image_shape.data(), 4);
-        Ort::Value state = run_stage(stages_[0], feeds("image", std::move(x)));
+        Feeds encoder_inputs = feeds("image", std::move(x));
+        if (noise)
+            encoder_inputs.emplace_back("noise", Ort::Value::CreateTensor<float>(memory, eps.data(), eps.size(),
+                                                                                 noise->shape.data(),
+                                                                                 noise->shape.size()));
+        Ort::Value state = run_stage(stages_[0], std::move(encoder_inputs));
         Ort::Value cond = Ort::Value::CreateTensor<float>(memory, condition.data(), condition.size(),
                                                           condition_.shape.data(), condition_.shape.size());
         Feeds dit_inputs = feeds("state", std::move(state));

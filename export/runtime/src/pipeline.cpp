@@ -1,8 +1,10 @@
 #include "pipeline.hpp"
 
 #include <algorithm>
+#include <numeric>
 
 #include "error.hpp"
+#include "noise.hpp"
 #include "resample.hpp"
 #include "tiling.hpp"
 
@@ -48,17 +50,18 @@ std::unique_ptr<Backend> make_backend(const std::filesystem::path& dir, const Ma
 }  // namespace
 
 Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options& options)
-    : manifest_(read_manifest(engine_dir)) {
+    : manifest_(read_manifest(engine_dir)), seed_(options.seed) {
     const int multiple = manifest_.pixel_multiple;
     tile_ = options.tile == 0 ? manifest_.tile : options.tile;
     overlap_ = options.overlap == -1 ? kDefaultOverlap : options.overlap;
-    if (tile_ <= 0 || tile_ % multiple || tile_ % kScale)
+    if (tile_ <= 0 || tile_ % multiple)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "tile size " + std::to_string(tile_) +
-                                                      " must be a positive multiple of " + std::to_string(multiple) +
-                                                      " and of 4");
-    if (overlap_ < 0 || overlap_ % kScale || overlap_ >= tile_)
-        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "overlap " + std::to_string(overlap_) +
-                                                      " must be a multiple of 4 in [0, tile)");
+                                                      " must be a positive multiple of " + std::to_string(multiple));
+    if (overlap_ < 0 || overlap_ >= tile_)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "overlap " + std::to_string(overlap_) + " must be in [0, tile " +
+                                                      std::to_string(tile_) + ")");
+    if (options.rounding != STRSR_ROUNDING_FLOOR && options.rounding != STRSR_ROUNDING_NEAREST)
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "unknown rounding " + std::to_string(int(options.rounding)));
     if (manifest_.conditioning == "vlm")
         throw Error(STRSR_ERROR_MANIFEST, (engine_dir / "manifest.json").string() +
                                               ": this export is VLM-conditioned; the VLM runs only in PyTorch "
@@ -70,27 +73,35 @@ Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options&
     backend_ = make_backend(engine_dir, manifest_, condition, options);
 }
 
-Planar Upscaler::restore(const Planar& upsampled) const {
-    Planar padded = pad_to_multiple(upsampled, manifest_.pixel_multiple);
-    for (float& v : padded.data) v = v * 2.0f - 1.0f;
-    const Planar out = backend_->run(padded);
-    Planar result(upsampled.channels, upsampled.height, upsampled.width);
-    for (int c = 0; c < result.channels; ++c)
-        for (int y = 0; y < result.height; ++y)
-            for (int x = 0; x < result.width; ++x)
-                result.at(c, y, x) = std::min(std::max((out.at(c, y, x) + 1.0f) / 2.0f, 0.0f), 1.0f);
-    return result;
-}
+int Upscaler::pad_multiple() const { return std::lcm(kOfficialPadMultiple, manifest_.pixel_multiple); }
 
 Planar Upscaler::upscale(const Planar& lr) const {
     if (lr.channels != 3 || lr.height < 1 || lr.width < 1)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "expected a (3, h, w) image with h, w >= 1");
     const int height = lr.height * kScale, width = lr.width * kScale;
-    TileBlender blender(3, height, width, overlap_);
-    for (const Tile& tile : plan_tiles(height, width, tile_, overlap_, kScale))
-        blender.add(tile, restore(upsample_x4_region(lr, tile)));
-    Planar result = blender.result();
-    for (float& v : result.data) v = std::min(std::max(v, 0.0f), 1.0f);
+    const int multiple = pad_multiple();
+    const int padded_height = (height + multiple - 1) / multiple * multiple;
+    const int padded_width = (width + multiple - 1) / multiple * multiple;
+    NormalNoise generator(seed_);  // a fresh one per image, as strsr-upscale seeds one per image
+    Tensor noise;
+    TileBlender blender(3, padded_height, padded_width, overlap_);
+    for (const Tile& tile : plan_tiles(padded_height, padded_width, tile_, overlap_)) {
+        Planar image = upsampled_tile(lr, tile, padded_height, padded_width);
+        for (float& v : image.data) v = v * 2.0f - 1.0f;
+        if (manifest_.latent.samples) {
+            const int scale = manifest_.latent.vae_scale;
+            noise.shape = {1, manifest_.latent.channels, tile.height / scale, tile.width / scale};
+            noise.data.resize(size_t(noise.shape[1]) * size_t(noise.shape[2]) * size_t(noise.shape[3]));
+            generator.fill(noise.data.data(), noise.data.size());  // (1, C, h, w) row-major, as torch.randn
+        }
+        blender.add(tile, backend_->run(image, manifest_.latent.samples ? &noise : nullptr));
+    }
+    const Planar blend = blender.result();
+    Planar result(3, height, width);
+    for (int c = 0; c < 3; ++c)
+        for (int y = 0; y < height; ++y)
+            for (int x = 0; x < width; ++x)
+                result.at(c, y, x) = (std::min(std::max(blend.at(c, y, x), -1.0f), 1.0f) + 1.0f) / 2.0f;
     return result;
 }
 

@@ -1,7 +1,12 @@
-// The x4 pipeline of strsr/pipeline.py (SuperResolver.upscale_tensor) around a Backend: bicubic x4 per output
-// tile, reflect padding to the pixel multiple, one model pass, crop, linear-feathered blending.
+// The x4 pipeline of strsr/pipeline.py (SuperResolver.upscale_tensor) around a Backend, tiled as the official
+// StrSR scripts tile: bicubic x4, one pad of the upsampled image to a multiple of lcm(16, pixel multiple) (reflect,
+// per axis; replicate where the pad is not shorter than the side), the official tile plan over the padded image,
+// one model pass per tile on x * 2 - 1, the raw outputs blended in [-1, 1] (strsr/tiling.py's weights and
+// division), then clamp(-1, 1), (x + 1) / 2 and the crop to 4h x 4w. Each tile's upsampled pixels are computed
+// from the LR image directly, bit-identical to cropping the padded full-size image, which is never held.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -12,27 +17,31 @@
 
 namespace strsr {
 
+// The official scripts pad to 16 (VAE 8x, token patch 2x); a pixel multiple not dividing 16 pads to the lcm.
+constexpr int kOfficialPadMultiple = 16;
+
 class Upscaler {
 public:
     // Loads and checks everything up front; throws Error naming the problem.
     Upscaler(const std::filesystem::path& engine_dir, const strsr_options& options);
 
-    // (3, h, w) in [0, 1] -> (3, 4h, 4w) in [0, 1]. Const and thread-safe: each call has its own buffers.
+    // (3, h, w) in [0, 1] -> (3, 4h, 4w) in [0, 1]. Const and thread-safe: each call has its own buffers and, for a
+    // sampling export, its own noise generator seeded with the session's seed (drawn tile by tile, row-major).
     Planar upscale(const Planar& lr) const;
 
     const Manifest& manifest() const { return manifest_; }
     const Backend& backend() const { return *backend_; }
     int tile() const { return tile_; }
     int overlap() const { return overlap_; }
+    // What the image is padded to a multiple of: lcm(16, pixel multiple).
+    int pad_multiple() const;
 
 private:
-    // One model pass on an upsampled crop (3, H, W) in [0, 1]; pads to the pixel multiple and crops back.
-    Planar restore(const Planar& upsampled) const;
-
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
     int tile_ = 0;
     int overlap_ = 0;
+    uint64_t seed_ = 0;
 };
 
 }  // namespace strsr

@@ -1,5 +1,6 @@
 // TensorRT backend: the three serialized engines the manifest's "tensorrt" section names, run back to back on one
-// CUDA stream with the intermediate states kept on the GPU (named tensors, enqueueV3).
+// CUDA stream with the intermediate states kept on the GPU (named tensors, enqueueV3). A sampling export's encoder
+// takes the host-drawn noise as a second input, copied in beside the image (and so outside any captured graph).
 //
 // Thread safety: an IExecutionContext is not safe to share, so each concurrent call leases a Worker (one context
 // per engine, its own stream and device buffers) from a pool of at most max_contexts; further callers wait. With
@@ -134,7 +135,7 @@ void check_engine(Engine& e, const GraphInfo& graph) {
 struct Worker {
     std::array<Owned<nvinfer1::IExecutionContext>, 3> contexts;
     cudaStream_t stream = nullptr;
-    DeviceBuffer image, state, z0, decoded, condition;
+    DeviceBuffer image, noise, state, z0, decoded, condition;
     cudaGraphExec_t graph = nullptr;
     int graph_height = -1, graph_width = -1;  // the tile shape the bindings (and graph) were made for
 
@@ -153,7 +154,7 @@ class TensorRtBackend final : public Backend {
 public:
     TensorRtBackend(const std::filesystem::path& dir, const Manifest& manifest, const Tensor& condition,
                     const BackendOptions& options)
-        : condition_(condition), options_(options) {
+        : condition_(condition), options_(options), samples_(manifest.latent.samples) {
         if (!manifest.tensorrt)
             throw Error(STRSR_ERROR_MANIFEST, (dir / "manifest.json").string() +
                                                   ": no 'tensorrt' section (build the engines with strsr-export --trt)");
@@ -178,12 +179,18 @@ public:
     const char* name() const override { return "tensorrt"; }
     std::string device() const override { return "cuda:" + std::to_string(options_.device_index); }
 
-    Planar run(const Planar& image) const override {
+    Planar run(const Planar& image, const Tensor* noise) const override {
+        if (bool(noise) != samples_)
+            throw Error(STRSR_ERROR_INTERNAL, samples_ ? "this export's encoder needs its noise input"
+                                                       : "this export's encoder takes no noise input");
         Lease lease(*this);
         Worker& w = *lease.worker;
         STRSR_CUDA(cudaSetDevice(options_.device_index));
         const nvinfer1::Dims image_dims = make_dims({1, image.channels, image.height, image.width});
-        set_input(w, 0, engines_[0].inputs.at(0), image_dims);
+        set_input(w, 0, "image", image_dims);
+        if (noise)
+            set_input(w, 0, "noise", make_dims({noise->shape.at(0), noise->shape.at(1), noise->shape.at(2),
+                                                 noise->shape.at(3)}));
         const nvinfer1::Dims state_dims = w.contexts[0]->getTensorShape(engines_[0].output.c_str());
         set_input(w, 1, "state", state_dims);
         set_input(w, 1, "condition", make_dims({condition_.shape.at(0), condition_.shape.at(1), condition_.shape.at(2)}));
@@ -195,6 +202,7 @@ public:
                                                  format_dims(image_dims));
 
         bool moved = w.image.reserve(image.data.size());
+        if (noise) moved |= w.noise.reserve(noise->data.size());
         moved |= w.state.reserve(volume(state_dims));
         moved |= w.z0.reserve(volume(z0_dims));
         moved |= w.decoded.reserve(image.data.size());
@@ -202,12 +210,16 @@ public:
             STRSR_CUDA(cudaMemcpy(w.condition.get(), condition_.data.data(), condition_.data.size() * sizeof(float),
                                   cudaMemcpyHostToDevice));
         if (moved) w.drop_graph();
-        bind(w, 0, {{engines_[0].inputs.at(0), w.image.get()}, {engines_[0].output, w.state.get()}});
+        bind(w, 0, {{"image", w.image.get()}, {engines_[0].output, w.state.get()}});
+        if (noise) bind(w, 0, {{"noise", w.noise.get()}});
         bind(w, 1, {{"state", w.state.get()}, {"condition", w.condition.get()}, {engines_[1].output, w.z0.get()}});
         bind(w, 2, {{"state", w.z0.get()}, {engines_[2].output, w.decoded.get()}});
 
         STRSR_CUDA(cudaMemcpyAsync(w.image.get(), image.data.data(), image.data.size() * sizeof(float),
                                    cudaMemcpyHostToDevice, w.stream));
+        if (noise)
+            STRSR_CUDA(cudaMemcpyAsync(w.noise.get(), noise->data.data(), noise->data.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, w.stream));
         const bool same_shape = w.graph_height == image.height && w.graph_width == image.width;
         if (options_.cuda_graph && w.graph && same_shape) {
             STRSR_CUDA(cudaGraphLaunch(w.graph, w.stream));
@@ -337,6 +349,7 @@ private:
     std::array<Engine, 3> engines_;
     Tensor condition_;
     BackendOptions options_;
+    bool samples_ = false;  // the encoder takes "noise" beside "image"
 
     mutable std::mutex pool_mutex_;
     mutable std::condition_variable pool_ready_;

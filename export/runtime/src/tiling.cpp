@@ -1,6 +1,7 @@
 #include "tiling.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "error.hpp"
@@ -8,57 +9,48 @@
 namespace strsr {
 namespace {
 
+constexpr float kMinWeightSum = 1e-6f;  // the official division floor
+
 [[noreturn]] void invalid(const std::string& message) { throw Error(STRSR_ERROR_INVALID_ARGUMENT, message); }
 
-void validate_grid(int tile, int overlap, int align) {
+void validate_grid(int tile, int overlap) {
     if (tile <= 0) invalid("tile must be positive, got " + std::to_string(tile));
     if (overlap < 0 || overlap >= tile)
         invalid("overlap must satisfy 0 <= overlap < tile, got overlap=" + std::to_string(overlap) +
                 ", tile=" + std::to_string(tile));
-    if (align < 1) invalid("align must be >= 1, got " + std::to_string(align));
-    if (tile % align || overlap % align)
-        invalid("tile (" + std::to_string(tile) + ") and overlap (" + std::to_string(overlap) +
-                ") must be multiples of align (" + std::to_string(align) + ")");
 }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }  // a >= 0, b > 0
 
 }  // namespace
 
-std::vector<int> tile_starts(int length, int tile, int overlap, int align) {
-    validate_grid(tile, overlap, align);
+std::vector<int> tile_starts(int length, int tile, int overlap) {
+    validate_grid(tile, overlap);
     if (length < 1) invalid("length must be positive, got " + std::to_string(length));
-    if (length <= tile) return {0};
-    const int64_t span = length - tile;
-    const int64_t stride = tile - overlap;
-    const int64_t num_steps = ceil_div(span, stride);
-    // Start k is align * ceil(k * span / (num_steps * align)); strsr/tiling.py proves the overlap guarantee.
-    const int64_t denom = num_steps * align;
+    const int last = std::max(0, length - tile);
     std::vector<int> starts;
-    for (int64_t k = 0; k <= num_steps; ++k) starts.push_back(int(align * ceil_div(k * span, denom)));
+    for (int start = 0; start <= last; start += tile - overlap) starts.push_back(start);
+    if (starts.back() != last) starts.push_back(last);
     return starts;
 }
 
-std::vector<Tile> plan_tiles(int height, int width, int tile, int overlap, int align) {
-    const std::vector<int> rows = tile_starts(height, tile, overlap, align);
-    const std::vector<int> cols = tile_starts(width, tile, overlap, align);
+std::vector<Tile> plan_tiles(int height, int width, int tile, int overlap) {
+    const std::vector<int> rows = tile_starts(height, tile, overlap);
+    const std::vector<int> cols = tile_starts(width, tile, overlap);
     std::vector<Tile> tiles;
+    tiles.reserve(rows.size() * cols.size());
     for (int top : rows)
-        for (int left : cols) tiles.push_back({top, left, std::min(tile, height - top), std::min(tile, width - left)});
+        for (int left : cols) tiles.push_back({top, left, std::min(tile, height), std::min(tile, width)});
     return tiles;
 }
 
-std::vector<float> feather_ramp(int length, bool feather_start, bool feather_end, int overlap) {
-    std::vector<float> weights(size_t(length), 1.0f);
-    if (overlap == 0) return weights;
-    const float denom = float(overlap);
-    for (int i = 0; i < length; ++i) {
-        // Pixel centres (i + 0.5) keep the ramp positive and make facing ramps sum to exactly 1.
-        const float centre = float(i) + 0.5f;
-        if (feather_start) weights[size_t(i)] = std::min(weights[size_t(i)], centre / denom);
-        if (feather_end) weights[size_t(i)] = std::min(weights[size_t(i)], (float(length) - centre) / denom);
-    }
-    return weights;
+std::vector<float> linspace(float start, float end, int steps) {
+    if (steps < 1) invalid("linspace needs at least one step, got " + std::to_string(steps));
+    if (steps == 1) return {start};
+    const float step = (end - start) / float(steps - 1);
+    const int halfway = steps / 2;
+    std::vector<float> values(static_cast<size_t>(steps));
+    for (int i = 0; i < steps; ++i)
+        values[size_t(i)] = i < halfway ? std::fma(step, float(i), start) : std::fma(-step, float(steps - i - 1), end);
+    return values;
 }
 
 std::vector<float> feather_weights(const Tile& tile, int height, int width, int overlap) {
@@ -66,11 +58,32 @@ std::vector<float> feather_weights(const Tile& tile, int height, int width, int 
     if (tile.top < 0 || tile.left < 0 || tile.height <= 0 || tile.width <= 0 || tile.bottom() > height ||
         tile.right() > width)
         invalid("tile does not fit in a " + std::to_string(height) + "x" + std::to_string(width) + " image");
-    const std::vector<float> rows = feather_ramp(tile.height, tile.top > 0, tile.bottom() < height, overlap);
-    const std::vector<float> cols = feather_ramp(tile.width, tile.left > 0, tile.right() < width, overlap);
-    std::vector<float> weights(rows.size() * cols.size());
-    for (size_t y = 0; y < rows.size(); ++y)
-        for (size_t x = 0; x < cols.size(); ++x) weights[y * cols.size() + x] = rows[y] * cols[x];
+    const bool top = tile.top > 0, bottom = tile.bottom() < height, left = tile.left > 0, right = tile.right() < width;
+    if (overlap > 0 && (((top || bottom) && tile.height < overlap) || ((left || right) && tile.width < overlap)))
+        invalid("a ramp of " + std::to_string(overlap) + " does not fit a " + std::to_string(tile.height) + "x" +
+                std::to_string(tile.width) + " tile");
+    std::vector<float> weights(size_t(tile.height) * size_t(tile.width), 1.0f);
+    if (overlap == 0) return weights;
+    const std::vector<float> rising = linspace(0.0f, 1.0f, overlap);
+    const std::vector<float> falling = linspace(1.0f, 0.0f, overlap);
+    // The factor of the first `overlap` and the last `overlap` indices along a side of n (they may overlap).
+    auto ramp = [&](bool at_start, bool at_end, int n) {
+        std::vector<float> start(size_t(n), 1.0f), end(size_t(n), 1.0f);
+        for (int i = 0; i < overlap; ++i) {
+            if (at_start) start[size_t(i)] = rising[size_t(i)];
+            if (at_end) end[size_t(n - overlap + i)] = falling[size_t(i)];
+        }
+        return std::make_pair(start, end);
+    };
+    const auto [row_start, row_end] = ramp(top, bottom, tile.height);
+    const auto [col_start, col_end] = ramp(left, right, tile.width);
+    // One float32 rounding per factor, in torch's order: ((1 * top) * bottom) * left) * right. A factor of 1 is
+    // exact, so multiplying by it where no ramp applies changes nothing.
+    for (size_t y = 0; y < size_t(tile.height); ++y) {
+        const float row = row_start[y] * row_end[y];
+        for (size_t x = 0; x < size_t(tile.width); ++x)
+            weights[y * size_t(tile.width) + x] = row * col_start[x] * col_end[x];
+    }
     return weights;
 }
 
@@ -97,14 +110,11 @@ void TileBlender::add(const Tile& tile, const Planar& pixels) {
 }
 
 Planar TileBlender::result() const {
-    const size_t uncovered = size_t(std::count(weight_sum_.begin(), weight_sum_.end(), 0.0f));
-    if (uncovered)
-        throw Error(STRSR_ERROR_INTERNAL, std::to_string(uncovered) + " of " + std::to_string(weight_sum_.size()) +
-                                              " pixels were not covered by any tile");
     Planar out(canvas_.channels, canvas_.height, canvas_.width);
+    const size_t plane = weight_sum_.size();
     for (size_t c = 0; c < size_t(canvas_.channels); ++c)
-        for (size_t i = 0; i < weight_sum_.size(); ++i)
-            out.data[c * weight_sum_.size() + i] = canvas_.data[c * weight_sum_.size() + i] / weight_sum_[i];
+        for (size_t i = 0; i < plane; ++i)
+            out.data[c * plane + i] = canvas_.data[c * plane + i] / std::max(weight_sum_[i], kMinWeightSum);
     return out;
 }
 

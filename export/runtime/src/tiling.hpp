@@ -1,5 +1,15 @@
-// Output-space tiling with linear feathering: the C++ twin of strsr/tiling.py (same window placement, same ramp,
-// same float32 arithmetic), so both runtimes cut and blend an image identically.
+// Output-space tiling as the official StrSR scripts tile (`infer_tiled`): the C++ twin of strsr/tiling.py, with
+// the same window placement, the same ramps and the same float32 arithmetic, so both runtimes blend identically.
+//
+// - tile_starts: 0, stride, 2 * stride, ... (stride = tile - overlap) while a whole tile fits, then length - tile
+//   if the steps do not land on it, so the last window ends flush with the edge. A side no longer than the tile is
+//   one window of the side's length.
+// - feather_weights: 1, times linspace(0, 1, overlap) over the first `overlap` rows (columns) of a window whose top
+//   (left) is not the image edge and linspace(1, 0, overlap) over the last rows (columns) of one whose bottom
+//   (right) is not, multiplied top, bottom, left, right in that order (float32 products round as torch's do).
+//   overlap 0: no ramps.
+// - TileBlender: accumulates pixels * weights and the weights in float32 in tile order; the result is the canvas
+//   divided by the weight sum floored at 1e-6 (the official division), not clamped.
 #pragma once
 
 #include <cstdint>
@@ -18,25 +28,31 @@ struct Tile {
     int right() const { return left + width; }
 };
 
-// Window starts covering [0, length): first 0, last window ending at `length`, neighbours overlapping by at least
-// `overlap`, starts multiples of `align`, as few windows as that allows, spread evenly. Throws on bad arguments.
-std::vector<int> tile_starts(int length, int tile, int overlap, int align = 1);
+// Window starts along an axis of `length` pixels; window k spans [starts[k], starts[k] + min(tile, length)).
+// Throws Error(INVALID_ARGUMENT) unless tile > 0, 0 <= overlap < tile and length > 0.
+std::vector<int> tile_starts(int length, int tile, int overlap);
 
-// Row-major tiles covering (height, width): the product of tile_starts along each axis.
-std::vector<Tile> plan_tiles(int height, int width, int tile, int overlap, int align = 1);
+// Row-major tiles covering (height, width): the product of tile_starts along each axis, each min(tile, side) big.
+std::vector<Tile> plan_tiles(int height, int width, int tile, int overlap);
 
-// (length) weights: 1, ramping to (i + 0.5) / overlap at each feathered end (the smaller ramp wins).
-std::vector<float> feather_ramp(int length, bool feather_start, bool feather_end, int overlap);
+// torch.linspace(start, end, steps) in float32 as PyTorch's CPU kernel computes it (ATen's linspace_kernel, serial
+// in torch 2.14): step = (end - start) / (steps - 1) in float32; element i is start + step * i for i < steps / 2
+// and end - step * (steps - 1 - i) after, each a fused multiply-add rounded once, as the kernel is compiled with FMA
+// contraction in PyTorch's AVX2 build (checked with torch 2.14 for every steps up to 1100; its AVX512 build is
+// expected to match but was not checked; under ATEN_CPU_CAPABILITY=default torch rounds the product first and
+// differs in the last bit for most steps from 10 up). steps == 1 gives {start}, as torch does.
+std::vector<float> linspace(float start, float end, int steps);
 
-// (tile.height * tile.width) separable weights; sides on the image border are not feathered.
+// (tile.height * tile.width) float32 weights of `tile` inside a (height, width) image, row-major.
 std::vector<float> feather_weights(const Tile& tile, int height, int width, int overlap);
 
-// Accumulates feathered tiles into a float32 canvas and normalises by the weight sum.
+// Accumulates weighted tiles into a (channels, height, width) float32 canvas plus a (height, width) weight sum.
 class TileBlender {
 public:
     TileBlender(int channels, int height, int width, int overlap);
+    // Blend `pixels` (channels, tile.height, tile.width) in.
     void add(const Tile& tile, const Planar& pixels);
-    // The normalised blend; throws if some pixel was covered by no tile.
+    // canvas / max(weight_sum, 1e-6), not clamped.
     Planar result() const;
 
 private:

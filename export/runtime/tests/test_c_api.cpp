@@ -37,6 +37,16 @@ std::filesystem::path fake_export(int condition_width) {
 
 }  // namespace
 
+TEST(options_defaults) {
+    strsr_options options;
+    std::memset(&options, 0x5a, sizeof(options));
+    strsr_options_init(&options);
+    CHECK(options.backend == STRSR_BACKEND_AUTO && options.device == STRSR_DEVICE_AUTO);
+    CHECK(options.tile == 0 && options.overlap == -1 && options.max_contexts == 0);
+    CHECK(options.rounding == STRSR_ROUNDING_FLOOR && options.seed == 0);
+    strsr_options_init(nullptr);  // a no-op
+}
+
 TEST(null_and_missing_arguments) {
     strsr_session* session = reinterpret_cast<strsr_session*>(0x1);
     CHECK_EQ(strsr_session_create(nullptr, nullptr, &session), STRSR_ERROR_INVALID_ARGUMENT);
@@ -64,11 +74,15 @@ TEST(bad_options_and_condition_are_refused_before_any_backend) {
     CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
     CHECK(has(strsr_last_error(), "tile size 60 must be a positive multiple of 8"));
     options.tile = 0;
-    options.overlap = 6;
-    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
-    CHECK(has(strsr_last_error(), "overlap 6 must be a multiple of 4"));
     options.overlap = 128;  // not below the manifest's tile of 128
     CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "overlap 128 must be in [0, tile 128)"));
+    options.overlap = -2;
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    options.overlap = 6;  // any overlap below the tile: no multiple-of-4 rule
+    options.rounding = strsr_rounding(5);
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "unknown rounding 5"));
     const std::filesystem::path narrow = fake_export(32);
     CHECK_EQ(strsr_session_create(narrow.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
     CHECK(has(strsr_last_error(), "condition has shape [1, 2, 32]"));

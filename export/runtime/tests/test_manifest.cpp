@@ -107,6 +107,36 @@ TEST(conditioning_section) {
                 "'conditioning.file' is missing");
 }
 
+// "latent": a sampling encoder takes "noise" beside "image"; absent, null or "mode": the image alone.
+TEST(latent_section) {
+    const strsr::Manifest old_style = parse(kManifest);
+    CHECK(!old_style.latent.samples);
+    CHECK(!parse(replaced(kManifest, "\"tile\": 1024,", "\"tile\": 1024, \"latent\": null,")).latent.samples);
+    const std::string mode = replaced(kManifest, "\"tile\": 1024,",
+                                      "\"tile\": 1024, \"latent\": {\"mode\": \"mode\", \"channels\": 48, \"vae_scale\": 4},");
+    CHECK(!parse(mode).latent.samples);
+    const std::string noise = "\"image\": [\"batch\", 3, \"height\", \"width\"], "
+                              "\"noise\": [\"batch\", 48, \"latent_height\", \"latent_width\"]";
+    const std::string sample = replaced(replaced(mode, "\"mode\": \"mode\"", "\"mode\": \"sample\""),
+                                        "\"image\": [\"batch\", 3, \"height\", \"width\"]", noise);
+    const strsr::Manifest m = parse(sample);
+    CHECK(m.latent.samples && m.latent.channels == 48 && m.latent.vae_scale == 4);
+    const strsr_status M = STRSR_ERROR_MANIFEST;
+    CHECK_ERROR(parse(replaced(sample, "\"mode\": \"sample\"", "\"mode\": \"mean\"")), M,
+                "'latent.mode' is 'mean', not sample or mode");
+    CHECK_ERROR(parse(replaced(sample, ", \"channels\": 48", "")), M, "'latent.channels' is missing");
+    CHECK_ERROR(parse(replaced(sample, "\"vae_scale\": 4", "\"vae_scale\": 0")), M,
+                "'latent.vae_scale' must be a positive integer");
+    CHECK_ERROR(parse(replaced(sample, "\"channels\": 48", "\"channels\": 16")), M,
+                "'graphs.vae_encoder.inputs.noise' has 48 channels, latent.channels says 16");
+    CHECK_ERROR(parse(replaced(sample, noise, "\"image\": [\"batch\", 3, \"height\", \"width\"]")), M,
+                "'graphs.vae_encoder.inputs' has no input 'noise'");
+    CHECK_ERROR(parse(replaced(mode, "\"image\": [\"batch\", 3, \"height\", \"width\"]", noise)), M,
+                "has 'noise', but the latent mode is not sample");
+    CHECK_ERROR(parse(replaced(kManifest, "\"tile\": 1024,", "\"tile\": 1024, \"latent\": \"sample\",")), M,
+                "'latent' must be an object");
+}
+
 TEST(tensorrt_section) {
     const std::string engines =
         "\"tensorrt\": {\"version\": \"10.7.0\", \"compute_capability\": \"9.0\", \"engines\": "

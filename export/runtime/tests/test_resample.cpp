@@ -1,5 +1,8 @@
 // Bicubic x4 and padding against values printed by PyTorch (F.interpolate bicubic, align_corners=False;
-// F.pad reflect/replicate) for the same inputs.
+// F.pad reflect) for the same inputs; per-tile upsampling of the padded image against the whole image padded
+// (python_parity.py compares it with strsr.pipeline.upsampled_tile bit for bit).
+#include <cstdint>
+
 #include "check.hpp"
 #include "error.hpp"
 #include "resample.hpp"
@@ -72,27 +75,57 @@ TEST(constant_image_stays_constant) {
     for (float v : strsr::upsample_x4(lr).data) CHECK_NEAR(v, 0.25f, 1e-7);
 }
 
-// F.pad(arange(12).view(1, 1, 3, 4), (0, 2, 0, 2), mode="reflect")
-TEST(reflect_padding_matches_pytorch) {
-    strsr::Planar image(1, 3, 4);
-    for (int i = 0; i < 12; ++i) image.data[size_t(i)] = float(i);
-    const strsr::Planar padded = strsr::pad_to_multiple(image, 5);  // 3x4 -> 5x5: pads (1 col, 2 rows)
-    const float want[5][5] = {{0, 1, 2, 3, 2}, {4, 5, 6, 7, 6}, {8, 9, 10, 11, 10}, {4, 5, 6, 7, 6}, {0, 1, 2, 3, 2}};
-    CHECK_EQ(padded.height, 5);
-    CHECK_EQ(padded.width, 5);
-    for (int y = 0; y < 5; ++y)
-        for (int x = 0; x < 5; ++x) CHECK_EQ(padded.at(0, y, x), want[y][x]);
+// F.pad(arange(n).view(1, 1, 1, n), (0, p - n, 0, 0), mode="reflect"), and replicate where reflect cannot pad.
+TEST(padded_source_reflects_like_f_pad) {
+    CHECK(strsr::padded_source(5, 8) == std::vector<int>({0, 1, 2, 3, 4, 3, 2, 1}));
+    CHECK(strsr::padded_source(13, 16) == std::vector<int>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 11, 10, 9}));
+    CHECK(strsr::padded_source(4, 4) == std::vector<int>({0, 1, 2, 3}));
+    CHECK(strsr::padded_source(4, 7) == std::vector<int>({0, 1, 2, 3, 2, 1, 0}));  // a pad of 3 < 4 reflects
+    CHECK(strsr::padded_source(4, 8) == std::vector<int>({0, 1, 2, 3, 3, 3, 3, 3}));  // a pad of 4 replicates
+    CHECK(strsr::padded_source(1, 3) == std::vector<int>({0, 0, 0}));
+    CHECK_ERROR(strsr::padded_source(5, 4), STRSR_ERROR_INVALID_ARGUMENT, "cannot pad");
+    CHECK_ERROR(strsr::padded_source(0, 4), STRSR_ERROR_INVALID_ARGUMENT, "cannot pad");
 }
 
-// A pad as large as a side cannot reflect: replicate, F.pad(arange(6).view(1, 1, 2, 3), (0, 3, 0, 3), "replicate").
-TEST(replicate_padding_when_reflect_cannot) {
-    strsr::Planar image(1, 2, 3);
-    for (int i = 0; i < 6; ++i) image.data[size_t(i)] = float(i);
-    const strsr::Planar padded = strsr::pad_to_multiple(image, 5);  // pads 3 rows (>= 2) and 2 cols
-    const float want[2][5] = {{0, 1, 2, 2, 2}, {3, 4, 5, 5, 5}};
-    for (int y = 0; y < 5; ++y)
-        for (int x = 0; x < 5; ++x) CHECK_EQ(padded.at(0, y, x), want[y == 0 ? 0 : 1][x]);
-    CHECK_EQ(strsr::pad_to_multiple(image, 1).data.size(), size_t(6));
+// Each tile of the padded image computed on its own equals the same window of the straightforward version: the
+// whole image upsampled, then padded (mirror rows/columns beyond the edge, or repeat the edge when the pad is not
+// shorter than the side), then cropped.
+TEST(upsampled_tiles_equal_the_padded_full_image) {
+    const int sizes[][4] = {{37, 53, 160, 224}, {1, 1, 16, 16}, {2, 9, 16, 48}, {3, 5, 16, 32}, {16, 12, 64, 48},
+                            {5, 3, 32, 16}};
+    uint32_t state = 12345;
+    for (const auto& s : sizes) {
+        strsr::Planar lr(3, s[0], s[1]);
+        for (float& v : lr.data) {
+            state = state * 1664525u + 1013904223u;
+            v = float(state >> 8) / float(1 << 24);
+        }
+        const strsr::Planar full = strsr::upsample_x4(lr);
+        const int height = full.height, width = full.width, padded_height = s[2], padded_width = s[3];
+        auto source = [](int i, int length, int padded) {
+            if (i < length) return i;
+            return padded - length < length ? 2 * (length - 1) - i : length - 1;
+        };
+        strsr::Planar padded(3, padded_height, padded_width);
+        for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < padded_height; ++y)
+                for (int x = 0; x < padded_width; ++x)
+                    padded.at(c, y, x) =
+                        full.at(c, source(y, height, padded_height), source(x, width, padded_width));
+        for (const strsr::Tile& t : strsr::plan_tiles(padded_height, padded_width, 16, 4)) {
+            const strsr::Planar tile = strsr::upsampled_tile(lr, t, padded_height, padded_width);
+            CHECK(tile.channels == 3 && tile.height == t.height && tile.width == t.width);
+            bool equal = true;
+            for (int c = 0; c < 3; ++c)
+                for (int y = 0; y < t.height; ++y)
+                    for (int x = 0; x < t.width; ++x)
+                        equal = equal && tile.at(c, y, x) == padded.at(c, t.top + y, t.left + x);
+            CHECK(equal);
+        }
+    }
+    strsr::Planar lr(3, 2, 2);
+    CHECK_ERROR(strsr::upsampled_tile(lr, strsr::Tile{0, 0, 16, 20}, 16, 16), STRSR_ERROR_INVALID_ARGUMENT,
+                "outside the padded image");
 }
 
 TEST_MAIN()

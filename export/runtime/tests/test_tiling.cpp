@@ -1,4 +1,5 @@
-// Tiling and blending against strsr/tiling.py's values, plus the partition-of-unity and coverage properties.
+// The official tile plan, its ramps and the blend, from the algorithm's definition (python_parity.py compares the
+// same functions with strsr.tiling bit for bit, and the ramps with torch.linspace for every n up to 1100).
 #include <cmath>
 #include <random>
 
@@ -14,105 +15,138 @@ bool same(const std::vector<int>& a, const std::vector<int>& b) { return a == b;
 
 }  // namespace
 
-// Expected values printed by strsr.tiling.tile_starts / _ramp (Python) for the same arguments.
-TEST(tile_starts_match_python) {
-    CHECK(same(strsr::tile_starts(1000, 256, 32, 4), {0, 188, 372, 560, 744}));
-    CHECK(same(strsr::tile_starts(384, 128, 32, 4), {0, 88, 172, 256}));
-    CHECK(same(strsr::tile_starts(245, 64, 16, 1), {0, 46, 91, 136, 181}));
-    CHECK(same(strsr::tile_starts(50, 64, 16, 4), {0}));
+// The values tests/test_tiling.py asserts for strsr.tiling.tile_starts.
+TEST(tile_starts_known_values) {
+    CHECK(same(strsr::tile_starts(97, 128, 32), {0}));
+    CHECK(same(strsr::tile_starts(128, 128, 32), {0}));
+    CHECK(same(strsr::tile_starts(129, 128, 32), {0, 1}));  // the last tile shifts back to end flush
+    CHECK(same(strsr::tile_starts(224, 128, 32), {0, 96}));  // exact fit: overlap exactly 32
+    CHECK(same(strsr::tile_starts(100, 48, 12), {0, 36, 52}));
+    CHECK(same(strsr::tile_starts(1984, 1024, 64), {0, 960}));
+    CHECK(same(strsr::tile_starts(4000, 1024, 64), {0, 960, 1920, 2880, 2976}));
+    CHECK(same(strsr::tile_starts(10, 4, 0), {0, 4, 6}));
 }
 
-TEST(feather_ramp_matches_python) {
-    const std::vector<float> both = strsr::feather_ramp(8, true, true, 4);
-    const float want_both[] = {0.125f, 0.375f, 0.625f, 0.875f, 0.875f, 0.625f, 0.375f, 0.125f};
-    for (int i = 0; i < 8; ++i) CHECK_EQ(both[size_t(i)], want_both[i]);
-    const std::vector<float> start = strsr::feather_ramp(6, true, false, 4);
-    const float want_start[] = {0.125f, 0.375f, 0.625f, 0.875f, 1.0f, 1.0f};
-    for (int i = 0; i < 6; ++i) CHECK_EQ(start[size_t(i)], want_start[i]);
-    for (float w : strsr::feather_ramp(5, true, true, 0)) CHECK_EQ(w, 1.0f);
+// Every start but the last is a whole number of strides; the last window ends at the edge; neighbours overlap by
+// at least `overlap`; one window per stride that fits a whole tile plus one flush with the end.
+TEST(tile_starts_sweep) {
+    for (int tile = 1; tile < 25; ++tile)
+        for (int overlap = 0; overlap < tile; ++overlap)
+            for (int length = 1; length < 3 * tile + 7; ++length) {
+                const std::vector<int> starts = strsr::tile_starts(length, tile, overlap);
+                const int size = std::min(tile, length), stride = tile - overlap;
+                CHECK(starts.front() == 0 && starts.back() + size == length);
+                for (size_t k = 0; k + 1 < starts.size(); ++k) {
+                    CHECK_EQ(starts[k], int(k) * stride);
+                    CHECK(starts[k + 1] > starts[k] && starts[k] + size - starts[k + 1] >= overlap);
+                }
+                const size_t count = length <= tile ? 1
+                                                    : size_t((length - tile) / stride + 1) +
+                                                          ((length - tile) % stride != 0 ? 1 : 0);
+                CHECK_EQ(starts.size(), count);
+            }
 }
 
-// Every pixel is covered; the normalised weights at every pixel sum to 1; the windows respect the overlap.
-TEST(tiles_cover_every_pixel_with_weights_summing_to_one) {
-    const int shapes[][4] = {{256, 384, 128, 32}, {244, 180, 64, 16}, {1000, 52, 256, 32}, {36, 36, 64, 16},
-                             {516, 260, 128, 0}, {4, 400, 64, 60}};
+TEST(plan_is_row_major_and_tiles_are_whole) {
+    const std::vector<Tile> tiles = strsr::plan_tiles(129, 40, 128, 32);  // rows {0, 1}, one column of 40
+    CHECK_EQ(tiles.size(), size_t(2));
+    CHECK(tiles[0].top == 0 && tiles[1].top == 1 && tiles[1].left == 0);
+    CHECK(tiles[1].height == 128 && tiles[1].width == 40);
+    const std::vector<Tile> grid = strsr::plan_tiles(224, 129, 128, 32);
+    CHECK_EQ(grid.size(), size_t(4));
+    CHECK(grid[1].top == 0 && grid[1].left == 1 && grid[2].top == 96 && grid[2].left == 0);
+}
+
+// The exactly representable cases of torch.linspace, and its two halves: start + step * i, end - step * (n - 1 - i).
+TEST(linspace_definition) {
+    CHECK(strsr::linspace(0.0f, 1.0f, 1) == std::vector<float>({0.0f}));  // torch fills `start`
+    CHECK(strsr::linspace(1.0f, 0.0f, 1) == std::vector<float>({1.0f}));
+    CHECK(strsr::linspace(0.0f, 1.0f, 2) == std::vector<float>({0.0f, 1.0f}));
+    CHECK(strsr::linspace(0.0f, 1.0f, 5) == std::vector<float>({0.0f, 0.25f, 0.5f, 0.75f, 1.0f}));
+    CHECK(strsr::linspace(1.0f, 0.0f, 3) == std::vector<float>({1.0f, 0.5f, 0.0f}));
+    for (int n : {7, 64, 65, 1023}) {
+        const std::vector<float> up = strsr::linspace(0.0f, 1.0f, n);
+        const float step = 1.0f / float(n - 1);
+        CHECK_EQ(up.front(), 0.0f);
+        CHECK_EQ(up.back(), 1.0f);  // the second half counts back from `end`, so the end is exact
+        CHECK_EQ(up[1], step);
+        for (size_t i = 1; i < up.size(); ++i) CHECK(up[i] > up[i - 1]);
+        const std::vector<float> down = strsr::linspace(1.0f, 0.0f, n);
+        CHECK(down.front() == 1.0f && down.back() == 0.0f);
+    }
+    CHECK_ERROR(strsr::linspace(0.0f, 1.0f, 0), STRSR_ERROR_INVALID_ARGUMENT, "at least one step");
+}
+
+// A middle tile of a 3 x 3 grid ramps on all four sides, the factors multiplied top, bottom, left, right.
+TEST(feather_weights_multiply_the_ramps_in_order) {
+    const int overlap = 5;
+    const std::vector<float> rising = strsr::linspace(0.0f, 1.0f, overlap);
+    const std::vector<float> falling = strsr::linspace(1.0f, 0.0f, overlap);
+    const Tile middle{6, 6, 8, 8};  // in a 20 x 20 image: ramps overlap inside the tile (8 < 2 * 5)
+    const std::vector<float> w = strsr::feather_weights(middle, 20, 20, overlap);
+    auto factor = [&](int i, int n, bool start, bool end) {
+        float f = 1.0f;
+        if (start && i < overlap) f *= rising[size_t(i)];
+        if (end && i >= n - overlap) f *= falling[size_t(i - (n - overlap))];
+        return f;
+    };
+    for (int y = 0; y < 8; ++y)
+        for (int x = 0; x < 8; ++x) {
+            float want = factor(y, 8, true, true);  // ((1 * top) * bottom), then * left, then * right
+            if (x < overlap) want *= rising[size_t(x)];
+            if (x >= 8 - overlap) want *= falling[size_t(x - 3)];
+            CHECK_EQ(w[size_t(y * 8 + x)], want);
+        }
+    // Image edges get no ramp; overlap 0 none at all.
+    for (float v : strsr::feather_weights(Tile{0, 0, 8, 8}, 8, 8, overlap)) CHECK_EQ(v, 1.0f);
+    for (float v : strsr::feather_weights(Tile{4, 4, 8, 8}, 20, 20, 0)) CHECK_EQ(v, 1.0f);
+    const std::vector<float> top_left = strsr::feather_weights(Tile{0, 0, 8, 8}, 20, 20, overlap);
+    CHECK_EQ(top_left[0], 1.0f);
+    CHECK_EQ(top_left[size_t(7 * 8 + 7)], 0.0f);  // falling ramps end at 0 on both axes
+}
+
+// Tiles of identical content blend back to it (the weight sums are positive wherever the plan reaches).
+TEST(blender_reproduces_identical_tiles) {
+    const int shapes[][4] = {{100, 140, 48, 16}, {129, 224, 128, 32}, {64, 200, 64, 1}, {96, 70, 32, 0},
+                             {150, 150, 64, 37}};
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (const auto& s : shapes) {
         const int height = s[0], width = s[1], tile = s[2], overlap = s[3];
-        const std::vector<Tile> tiles = strsr::plan_tiles(height, width, tile, overlap, 4);
-        std::vector<float> weight_sum(size_t(height) * size_t(width), 0.0f);
-        std::vector<int> count(weight_sum.size(), 0);
-        for (const Tile& t : tiles) {
-            CHECK(t.height <= tile && t.width <= tile && t.bottom() <= height && t.right() <= width);
-            CHECK(t.top % 4 == 0 && t.left % 4 == 0);
-            const std::vector<float> w = strsr::feather_weights(t, height, width, overlap);
-            for (int y = 0; y < t.height; ++y)
-                for (int x = 0; x < t.width; ++x) {
-                    const size_t i = size_t(t.top + y) * size_t(width) + size_t(t.left + x);
-                    weight_sum[i] += w[size_t(y) * size_t(t.width) + size_t(x)];
-                    ++count[i];
-                    CHECK(w[size_t(y) * size_t(t.width) + size_t(x)] > 0.0f);
-                }
+        strsr::Planar image(3, height, width);
+        for (float& v : image.data) v = uniform(rng);
+        strsr::TileBlender blender(3, height, width, overlap);
+        for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) {
+            strsr::Planar crop(3, t.height, t.width);
+            for (int c = 0; c < 3; ++c)
+                for (int y = 0; y < t.height; ++y)
+                    for (int x = 0; x < t.width; ++x) crop.at(c, y, x) = image.at(c, t.top + y, t.left + x);
+            blender.add(t, crop);
         }
-        // Normalising by the sum gives a partition of unity: per tile weight / sum, summed over tiles, is 1.
-        std::vector<double> unity(weight_sum.size(), 0.0);
-        for (const Tile& t : tiles) {
-            const std::vector<float> w = strsr::feather_weights(t, height, width, overlap);
-            for (int y = 0; y < t.height; ++y)
-                for (int x = 0; x < t.width; ++x) {
-                    const size_t i = size_t(t.top + y) * size_t(width) + size_t(t.left + x);
-                    unity[i] += double(w[size_t(y) * size_t(t.width) + size_t(x)]) / double(weight_sum[i]);
-                }
-        }
-        for (size_t i = 0; i < unity.size(); ++i) {
-            CHECK(count[i] >= 1);
-            CHECK_NEAR(unity[i], 1.0, 1e-6);
-        }
+        const strsr::Planar out = blender.result();
+        for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-6);
     }
 }
 
-// With the actual overlap equal to `overlap` the raw ramps already sum to exactly 1 (no normalisation needed).
-TEST(facing_ramps_sum_to_exactly_one) {
-    const std::vector<int> starts = strsr::tile_starts(224, 128, 32, 4);  // 0, 96: overlap exactly 32
-    CHECK(same(starts, {0, 96}));
-    const std::vector<Tile> tiles = strsr::plan_tiles(8, 224, 128, 32, 4);
-    CHECK_EQ(tiles.size(), size_t(2));
-    const std::vector<float> a = strsr::feather_weights(tiles[0], 8, 224, 32);
-    const std::vector<float> b = strsr::feather_weights(tiles[1], 8, 224, 32);
-    for (int x = 96; x < 128; ++x) CHECK_EQ(a[size_t(x)] + b[size_t(x - 96)], 1.0f);
-}
-
-// Blending crops of one image reproduces it: tiles of identical content meet without a seam.
-TEST(blender_reproduces_identical_tiles) {
-    const int height = 100, width = 140, tile = 48, overlap = 16;
-    strsr::Planar image(3, height, width);
-    std::mt19937 rng(7);
-    std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-    for (float& v : image.data) v = uniform(rng);
-    strsr::TileBlender blender(3, height, width, overlap);
-    for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap, 4)) {
-        strsr::Planar crop(3, t.height, t.width);
-        for (int c = 0; c < 3; ++c)
-            for (int y = 0; y < t.height; ++y)
-                for (int x = 0; x < t.width; ++x) crop.at(c, y, x) = image.at(c, t.top + y, t.left + x);
-        blender.add(t, crop);
-    }
-    const strsr::Planar out = blender.result();
-    for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-6);
-}
-
-TEST(blender_refuses_uncovered_pixels_and_wrong_shapes) {
+// The official division floors the weight sum at 1e-6: uncovered pixels come out 0, not an error; no clamping.
+TEST(blender_floors_the_weight_sum_and_does_not_clamp) {
     strsr::TileBlender blender(3, 8, 8, 0);
     CHECK_ERROR(blender.add(Tile{0, 0, 4, 4}, strsr::Planar(3, 4, 5)), STRSR_ERROR_INVALID_ARGUMENT, "tile pixels");
-    blender.add(Tile{0, 0, 4, 8}, strsr::Planar(3, 4, 8));
-    CHECK_ERROR(blender.result(), STRSR_ERROR_INTERNAL, "32 of 64 pixels were not covered");
+    strsr::Planar pixels(3, 4, 8);
+    for (float& v : pixels.data) v = 1.5f;
+    blender.add(Tile{0, 0, 4, 8}, pixels);
+    const strsr::Planar out = blender.result();
+    CHECK_EQ(out.at(0, 0, 0), 1.5f);
+    CHECK_EQ(out.at(2, 7, 7), 0.0f);
 }
 
 TEST(bad_grids_are_errors) {
-    CHECK_ERROR(strsr::tile_starts(100, 64, 64, 4), STRSR_ERROR_INVALID_ARGUMENT, "overlap must satisfy");
-    CHECK_ERROR(strsr::tile_starts(100, 0, 0, 1), STRSR_ERROR_INVALID_ARGUMENT, "tile must be positive");
-    CHECK_ERROR(strsr::tile_starts(100, 66, 16, 4), STRSR_ERROR_INVALID_ARGUMENT, "multiples of align");
-    CHECK_ERROR(strsr::tile_starts(0, 64, 16, 4), STRSR_ERROR_INVALID_ARGUMENT, "length must be positive");
+    CHECK_ERROR(strsr::tile_starts(100, 64, 64), STRSR_ERROR_INVALID_ARGUMENT, "overlap must satisfy");
+    CHECK_ERROR(strsr::tile_starts(100, 64, -1), STRSR_ERROR_INVALID_ARGUMENT, "overlap must satisfy");
+    CHECK_ERROR(strsr::tile_starts(100, 0, 0), STRSR_ERROR_INVALID_ARGUMENT, "tile must be positive");
+    CHECK_ERROR(strsr::tile_starts(0, 64, 16), STRSR_ERROR_INVALID_ARGUMENT, "length must be positive");
     CHECK_ERROR(strsr::feather_weights(Tile{0, 0, 9, 4}, 8, 8, 2), STRSR_ERROR_INVALID_ARGUMENT, "does not fit");
+    CHECK_ERROR(strsr::feather_weights(Tile{2, 0, 4, 4}, 8, 8, 5), STRSR_ERROR_INVALID_ARGUMENT, "does not fit a");
 }
 
 TEST_MAIN()
