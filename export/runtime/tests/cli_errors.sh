@@ -26,6 +26,12 @@ expect 1 "does not exist" "$data/inputs/odd.png" -o "$tmp/no/such/o.png" --engin
 expect 2 "no such export folder" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$tmp/none"
 expect 2 "tile size 100 must be a positive multiple of 8" "$data/inputs/odd.png" -o "$tmp/o.png" \
     --engine-dir "$data/export" --tile 100
+expect 2 "overlap 128 must be in [0, tile 128)" "$data/inputs/odd.png" -o "$tmp/o.png" \
+    --engine-dir "$data/export" --tile 128 --overlap 128
+expect 2 "--seed needs a non-negative integer" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$data/export" \
+    --seed -1
+expect 2 "unknown rounding 'round'" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$data/export" \
+    --rounding round
 expect 2 "--engine-dir is required" "$data/inputs/odd.png" -o "$tmp/o.png"
 expect 2 "unknown option --bogus" --bogus
 [[ ! -e $tmp/o.png ]] || { echo "FAILED: a failed run left $tmp/o.png"; failures=$((failures + 1)); }
