@@ -22,9 +22,9 @@ from tqdm import tqdm
 from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.conditioning import CONDITIONING_MODES
-from strsr.imageio import ROUNDING_MODES, ImageError, load_image, save_image
+from strsr.imageio import ROUNDING_MODES, ImageError, load_image
 from strsr.outputs import plan_outputs
-from strsr.pipeline import SuperResolver
+from strsr.pipeline import MAX_INPUT_PIXELS, SuperResolver
 from strsr.presets import PRESETS
 
 log = logging.getLogger("strsr")
@@ -94,7 +94,7 @@ def _device_for_rank(device: str, env=os.environ) -> str:
 
 
 def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
-    image = load_image(source)
+    image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
     bar = None
 
     def progress(total):
@@ -104,17 +104,17 @@ def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool, r
         else:
             bar.update()
 
+    keep_alpha = target.suffix != ".jpg"
+    if image.alpha is not None and not keep_alpha:
+        log.warning("%s: JPEG has no alpha channel; alpha dropped in %s", source, target)
+    bit_depth = image.bit_depth if target.suffix in (".png", ".tif") else 8
     try:
-        result = resolver.upscale_image(image, progress)
+        result = resolver.upscale_image(image, progress, bit_depth=bit_depth, alpha=keep_alpha, rounding=rounding)
     finally:
         if bar is not None:
             bar.close()
     target.parent.mkdir(parents=True, exist_ok=True)
-    alpha = result.alpha if target.suffix != ".jpg" else None
-    if result.alpha is not None and alpha is None:
-        log.warning("%s: JPEG has no alpha channel; alpha dropped in %s", source, target)
-    bit_depth = result.bit_depth if target.suffix in (".png", ".tif") else 8
-    save_image(target, result.rgb, alpha, bit_depth=bit_depth, grayscale=result.grayscale, rounding=rounding)
+    result.save(target)
 
 
 def main(argv: list[str] | None = None) -> int:

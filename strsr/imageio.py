@@ -14,9 +14,9 @@ Library choices for 16-bit samples (checked with Pillow 13, torchvision 0.29, ti
   declared dependency) and TIFF with ``tifffile``. If that decoder is missing or fails (tifffile not
   installed, or a compression such as LZW that needs ``imagecodecs``), it logs a warning and keeps
   Pillow's 8-bit decode, reporting bit_depth 8.
-* No installed library writes 16-bit colour PNG (Pillow cannot, torchvision's ``encode_png`` takes
-  uint8 only, imageio goes through Pillow). ``save_image`` writes such PNGs as 8-bit and logs a
-  warning; 16-bit colour TIFF is written with ``tifffile``.
+* Pillow cannot write 16-bit colour PNG (torchvision's ``encode_png`` takes uint8 only, imageio goes
+  through Pillow): such PNGs are written with pypng (pure Python, a declared dependency); 16-bit
+  colour TIFF is written with ``tifffile``.
 * ``tifffile`` is imported only on those 16-bit TIFF paths, so everything else works without it.
 """
 
@@ -115,11 +115,12 @@ class LoadedImage:
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> LoadedImage:
     """Decode the first frame of an image file, upright (EXIF orientation applied). The file is only read.
 
     Raises ImageReadError for a missing path, a folder, an empty file, a non-image, a truncated or
-    corrupt file, and a zero-size image.
+    corrupt file, a zero-size image, and one of more than `max_pixels` pixels (checked from the header,
+    before anything is decoded).
     """
     name = os.fspath(path)
     p = Path(path)
@@ -132,6 +133,8 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
             raise ImageReadError(f"{name}: empty file (0 bytes)")
         # The context manager closes the file; Pillow opens lazily, so decoding happens inside it.
         with Image.open(p) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageReadError(f"{name}: {im.width}x{im.height} is too large (over {max_pixels:,} pixels)")
             loaded = _load_16bit_colour(p, im.format, name) if _has_16bit_colour(p, im) else None
             if loaded is None:
                 loaded = image_from_pil(im, source=name)
@@ -342,33 +345,29 @@ def save_image(
     rgb: (3, H, W) float in [0, 1] on any device (clamped, then made integers by `rounding`: "floor", as the
         official scripts save, or "nearest").
     alpha: (1, H, W) float in [0, 1] or None; stored as an alpha channel (JPEG cannot: error).
-    bit_depth: 8, or 16 for PNG/TIFF. 16-bit PNG with colour or alpha is written as 8-bit with a warning (no
-        installed library writes it); JPEG and WebP reject 16.
+    bit_depth: 8, or 16 for PNG/TIFF; JPEG and WebP reject 16.
     grayscale: write one channel: the first channel if all three are equal, else BT.601 luma.
 
-    The data goes to a hidden temporary file in the target folder, which then replaces ``path``; on
-    failure the temporary file is removed and ``path`` is untouched. The folder must exist.
-    Raises ImageWriteError naming the path and the reason.
+    Raises ImageWriteError naming the path and the reason (see `write_samples`).
     """
     name = os.fspath(path)
-    target = Path(path)
-    fmt = _FORMAT_BY_SUFFIX.get(target.suffix.lower())
-    if fmt is None:
-        raise ImageWriteError(f"{name}: unsupported suffix {target.suffix!r} (use {', '.join(_SUFFIX_ORDER)})")
-    if bit_depth not in (8, 16):
-        raise ImageWriteError(f"{name}: bit_depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and fmt in ("JPEG", "WEBP"):
-        raise ImageWriteError(f"{name}: {fmt} cannot store 16-bit samples (use .png or .tif, or bit_depth=8)")
-    if alpha is not None and fmt == "JPEG":
-        raise ImageWriteError(f"{name}: JPEG cannot store alpha (transparency); use .png, .webp or .tif")
+    _format(path, bit_depth, alpha is not None)
     channels = _channels(name, rgb, alpha, grayscale)  # (C, H, W) float64 in [0, 1]
-    if bit_depth == 16 and fmt == "PNG" and channels.shape[0] > 1:
-        logger.warning("%s: no installed library writes 16-bit PNG with colour or alpha; writing 8-bit", name)
-        bit_depth = 8
+    write_samples(path, quantize(channels, bit_depth, rounding).transpose(1, 2, 0))
 
-    samples = quantize(channels, bit_depth, rounding).transpose(1, 2, 0)
 
-    folder = target.parent
+def write_samples(path: str | os.PathLike, samples: np.ndarray) -> None:
+    """Write (H, W, C) uint8/uint16 samples (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) atomically: to a hidden
+    temporary file in the target folder, which then replaces `path`; on failure `path` is untouched. The folder
+    must exist. Raises ImageWriteError naming the path and the reason."""
+    name = os.fspath(path)
+    if samples.ndim != 3 or samples.shape[2] not in (1, 2, 3, 4) or samples.dtype not in (np.uint8, np.uint16):
+        raise ImageWriteError(f"{name}: samples must be (H, W, 1..4) uint8 or uint16, got {samples.shape} "
+                              f"{samples.dtype}")  # fmt: skip
+    if samples.shape[0] == 0 or samples.shape[1] == 0:
+        raise ImageWriteError(f"{name}: image has zero width or height")
+    fmt = _format(path, 16 if samples.dtype == np.uint16 else 8, samples.shape[2] in (2, 4))
+    folder = Path(path).parent
     if not folder.is_dir():
         raise ImageWriteError(f"{name}: folder {os.fspath(folder)} does not exist")
 
@@ -377,10 +376,25 @@ def save_image(
             _encode(f, samples, fmt)
 
     try:
-        atomic_write(target, encode, mode=0o644)
+        atomic_write(Path(path), encode, mode=0o644)
     except Exception as e:  # KeyboardInterrupt passes through (atomic_write has removed the partial file)
         reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
         raise ImageWriteError(f"{name}: cannot write ({reason})") from None
+
+
+def _format(path: str | os.PathLike, bit_depth: int, has_alpha: bool) -> str:
+    """The Pillow format name for `path`'s suffix, refusing what that format cannot store."""
+    name, suffix = os.fspath(path), Path(path).suffix
+    fmt = _FORMAT_BY_SUFFIX.get(suffix.lower())
+    if fmt is None:
+        raise ImageWriteError(f"{name}: unsupported suffix {suffix!r} (use {', '.join(_SUFFIX_ORDER)})")
+    if bit_depth not in (8, 16):
+        raise ImageWriteError(f"{name}: bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and fmt in ("JPEG", "WEBP"):
+        raise ImageWriteError(f"{name}: {fmt} cannot store 16-bit samples (use .png or .tif, or bit_depth=8)")
+    if has_alpha and fmt == "JPEG":
+        raise ImageWriteError(f"{name}: JPEG cannot store alpha (transparency); use .png, .webp or .tif")
+    return fmt
 
 
 def _channels(name: str, rgb: torch.Tensor, alpha: torch.Tensor | None, grayscale: bool) -> np.ndarray:
@@ -408,7 +422,14 @@ def _channels(name: str, rgb: torch.Tensor, alpha: torch.Tensor | None, grayscal
 def _encode(f: BinaryIO, samples: np.ndarray, fmt: str) -> None:
     """Encode (H, W, C) uint8/uint16 samples into the open binary file ``f``."""
     num_channels = samples.shape[2]
-    if samples.dtype == np.uint16 and num_channels > 1:  # only TIFF gets here (checked by save_image)
+    if samples.dtype == np.uint16 and num_channels > 1 and fmt == "PNG":  # Pillow has no 16-bit colour mode
+        import png  # pypng
+
+        height, width = samples.shape[:2]
+        writer = png.Writer(width, height, greyscale=num_channels == 2, alpha=num_channels in (2, 4), bitdepth=16)
+        writer.write(f, samples.reshape(height, width * num_channels))
+        return
+    if samples.dtype == np.uint16 and num_channels > 1:  # TIFF
         import tifffile
 
         photometric = "minisblack" if num_channels == 2 else "rgb"

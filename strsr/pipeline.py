@@ -25,10 +25,10 @@ from PIL import Image
 
 from strsr.build import build_generator
 from strsr.conditioning import default_conditioning
-from strsr.imageio import LoadedImage, image_from_pil, quantize
+from strsr.imageio import LoadedImage, image_from_pil, quantize, write_samples
 from strsr.model import StrSRGenerator
 from strsr.presets import get_preset
-from strsr.tiling import Tile, run_tiled
+from strsr.tiling import Tile, blend_tiles
 
 log = logging.getLogger("strsr")
 
@@ -38,6 +38,17 @@ SCALE = 4
 OFFICIAL_PAD_MULTIPLE = 16
 # LR pixels of context around a region: bicubic x4 reads at most 2 LR pixels beyond the source footprint.
 _BICUBIC_CONTEXT = 3
+_ALPHA_BAND = 1024  # output rows of alpha upsampled at a time
+# The largest output strsr-upscale writes: 2^28 pixels (e.g. 16384 x 16384; about 0.8 GB of 8-bit RGB); larger ones
+# are refused before any work rather than failing deep inside an allocation.
+MAX_OUTPUT_PIXELS = 1 << 28
+MAX_INPUT_PIXELS = MAX_OUTPUT_PIXELS // SCALE**2
+
+
+def check_output_size(height: int, width: int) -> None:
+    if height * width > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"a {width // SCALE}x{height // SCALE} image upscales to {width}x{height} = "
+                         f"{height * width:,} pixels, above strsr's limit of {MAX_OUTPUT_PIXELS:,}; split it first")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -102,21 +113,23 @@ def upsampled_tile(lr: torch.Tensor, tile: Tile, padded_height: int, padded_widt
     return region[..., rows - top, :][..., cols - left]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UpscaledImage:
-    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]
-    alpha: torch.Tensor | None  # (1, H, W) or None
-    bit_depth: int
-    grayscale: bool
+    """An upscaled image as integer samples, ready to write: (H, W, C) uint8 or uint16, C = 1 (grey), 2 (grey +
+    alpha), 3 (RGB) or 4 (RGBA)."""
 
-    def to_pil(self, rounding: str = "floor") -> Image.Image:
-        """An 8-bit Pillow image; `rounding` as in `strsr.imageio.quantize` (floor: the official scripts')."""
-        array = quantize(self.rgb.permute(1, 2, 0).numpy(), 8, rounding)
-        if self.grayscale:
-            return Image.fromarray(array[..., 0])
-        if self.alpha is not None:
-            array = np.concatenate([array, quantize(self.alpha.permute(1, 2, 0).numpy(), 8, rounding)], axis=-1)
-        return Image.fromarray(array)
+    samples: np.ndarray
+
+    def to_pil(self) -> Image.Image:
+        """A Pillow image: 8-bit L, LA, RGB or RGBA, or 16-bit grey (I;16); Pillow has no 16-bit colour mode."""
+        samples = self.samples[..., 0] if self.samples.shape[-1] == 1 else self.samples
+        if samples.dtype == np.uint16 and samples.ndim == 3:
+            raise ValueError("Pillow has no 16-bit colour mode: upscale with bit_depth=8 for a Pillow image")
+        return Image.fromarray(samples)
+
+    def save(self, path) -> None:
+        """Write atomically; the format comes from the suffix (`strsr.imageio.write_samples`)."""
+        write_samples(path, self.samples)
 
 
 class SuperResolver:
@@ -219,10 +232,18 @@ class SuperResolver:
         """
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise ValueError(f"expected an LR batch of shape (B, 3, h, w), got {tuple(lr.shape)}")
+        blocks = self._blocks(lr, progress)
+        return torch.cat([rows for _, rows in blocks], dim=2)
+
+    def _blocks(self, lr: torch.Tensor, progress=None):
+        """Finished output rows of (B, 3, h, w) LR images, top to bottom: (top, rows (B, 3, n, 4w) in [0, 1])."""
         if not lr.is_floating_point():
             raise ValueError(f"expected a float tensor in [0, 1], got {lr.dtype}")
+        if not bool(torch.isfinite(lr).all()):
+            raise ValueError("the LR image has NaN or infinite values")
         batch, _, h, w = lr.shape
         height, width = h * SCALE, w * SCALE
+        check_output_size(height, width)
         multiple = math.lcm(OFFICIAL_PAD_MULTIPLE, self.model.preset.latents.pixel_multiple)
         padded_height, padded_width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
         condition = self.model.condition_for(lr)  # once per image, not per tile
@@ -233,23 +254,37 @@ class SuperResolver:
             upsampled = upsampled_tile(lr, tile, padded_height, padded_width)
             return self.restore(upsampled, condition, generator).cpu()
 
-        blend = run_tiled(produce, batch, 3, padded_height, padded_width, self.tile, self.overlap, progress)
-        return ((blend.clamp(-1, 1) + 1.0) / 2.0)[..., :height, :width]
+        for top, rows in blend_tiles(produce, batch, 3, padded_height, padded_width, self.tile, self.overlap,
+                                     progress):  # fmt: skip
+            if top < height:  # the padding's rows and columns are cut off
+                yield top, ((rows.clamp(-1, 1) + 1.0) / 2.0)[..., : height - top, :width]
 
-    def upscale_image(self, image: LoadedImage, progress=None) -> UpscaledImage:
-        rgb = self.upscale_tensor(image.rgb.unsqueeze(0), progress)[0]
-        if image.grayscale:
-            rgb = rgb.mean(0, keepdim=True).expand(3, -1, -1)
-        alpha = None
-        if image.alpha is not None:
-            # Alpha is not an image the model knows: plain bicubic, then re-attached.
-            alpha = F.interpolate(image.alpha[None].float(), scale_factor=SCALE, mode="bicubic")[0].clamp(0, 1)
-        return UpscaledImage(rgb, alpha, image.bit_depth, image.grayscale)
+    def upscale_image(self, image: LoadedImage, progress=None, *, bit_depth: int | None = None,
+                      alpha: bool = True, rounding: str = "floor") -> UpscaledImage:  # fmt: skip
+        """An image -> its integer samples, written row block by row block as the tiles finish, so memory is the
+        output's samples plus one band of tiles. `bit_depth` 8 or 16 (default: the source's); `alpha` False drops
+        the source's alpha (e.g. for JPEG); `rounding` as in `strsr.imageio.quantize` (floor: the official one)."""
+        bit_depth = bit_depth or image.bit_depth
+        height, width = image.height * SCALE, image.width * SCALE
+        check_output_size(height, width)
+        keep_alpha = alpha and image.alpha is not None
+        channels = (1 if image.grayscale else 3) + keep_alpha
+        samples = np.empty((height, width, channels), np.uint16 if bit_depth == 16 else np.uint8)
+        for top, rows in self._blocks(image.rgb.unsqueeze(0), progress):
+            colour = rows[0].mean(0, keepdim=True) if image.grayscale else rows[0]  # (c, n, W)
+            samples[top : top + colour.shape[1], :, : channels - keep_alpha] = quantize(
+                colour.permute(1, 2, 0).numpy(), bit_depth, rounding)  # fmt: skip
+        if keep_alpha:  # alpha is not an image the model knows: plain bicubic, a band at a time
+            for top in range(0, height, _ALPHA_BAND):
+                bottom = min(top + _ALPHA_BAND, height)
+                plane = bicubic_x4_region(image.alpha[None].float(), top, bottom, 0, width)[0, 0]
+                samples[top:bottom, :, -1] = quantize(plane.numpy(), bit_depth, rounding)
+        return UpscaledImage(samples)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
         """PIL image -> PIL image; (3, h, w) or (B, 3, h, w) tensor in [0, 1] -> tensor of 4x the size."""
         if isinstance(image, Image.Image):
-            return self.upscale_image(image_from_pil(image)).to_pil()
+            return self.upscale_image(image_from_pil(image), bit_depth=8).to_pil()
         if isinstance(image, torch.Tensor):
             return self.upscale_tensor(image[None])[0] if image.ndim == 3 else self.upscale_tensor(image)
         raise TypeError(f"expected a PIL image or a tensor, got {type(image).__name__}")

@@ -9,15 +9,16 @@ The plan, for an image already padded to the model's pixel multiple:
   of a tile whose top (left) is not the image edge, and `linspace(1, 0, overlap)` over the last `overlap` rows
   (columns) of one whose bottom (right) is not the edge, multiplied in that order. Facing ramps of neighbours
   `overlap` apart sum to 1; where the last tile overlaps more, the weighted sum is normalised anyway.
-- `TileBlender` accumulates `pixels * weights` and the weights in float32 and divides at the end by the weight sum
-  (floored at 1e-6, as the official code does). Clamping is the caller's, once, after the division.
+- `blend_tiles` accumulates `pixels * weights` and the weights in float32 and divides by the weight sum (floored at
+  1e-6, as the official code does), streaming finished rows so that only one band of tile height is held. Clamping
+  is the caller's, once, after the division.
 
 `overlap == 0` (which the official code cannot run with more than one tile) means no ramps: tiles abut.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -111,44 +112,49 @@ def feather_weights(
     return weights
 
 
-class TileBlender:
-    """Accumulates weighted tiles into a (B, C, H, W) float32 canvas and divides by the weight sum at the end.
+def blend_tiles(
+    produce: Callable[[Tile], torch.Tensor],
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    tile: int,
+    overlap: int,
+    progress: Callable[[int | None], object] | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The blend of `produce(tile)` (B, C, tile.height, tile.width) over the plan of an (height, width) image, as
+    finished row blocks: yields (top, rows) with rows (B, C, h, width) float32 on the CPU, top to bottom.
 
-    Memory is the canvas plus a (1, 1, H, W) float32 weight sum; tiles are consumed as they arrive.
+    Rows are final once the plan moves past them, so only one band of tile height is held in float32: memory is
+    O(tile x width) whatever the image height. Each pixel still accumulates its tiles in plan order and is divided
+    by its weight sum (floored at 1e-6), so the values are those of a whole-image canvas. `progress`, if given, is
+    called with the number of tiles once, then with None after each tile.
     """
-
-    def __init__(
-        self,
-        batch: int,
-        channels: int,
-        height: int,
-        width: int,
-        overlap: int,
-        device: torch.device | str | None = None,
-    ) -> None:
-        if min(batch, channels, height, width) < 1:
-            raise ValueError(f"canvas dims must be positive, got {(batch, channels, height, width)}")
-        if overlap < 0:
-            raise ValueError(f"overlap must be non-negative, got {overlap}")
-        self.height = height
-        self.width = width
-        self.overlap = overlap
-        self.canvas = torch.zeros(batch, channels, height, width, dtype=torch.float32, device=device)
-        self.weight_sum = torch.zeros(1, 1, height, width, dtype=torch.float32, device=device)
-
-    def add(self, tile: Tile, pixels: torch.Tensor) -> None:
-        """Blend `pixels` (B, C, tile.height, tile.width), any float dtype and device, into the canvas."""
-        expected = (*self.canvas.shape[:2], tile.height, tile.width)
+    tiles = plan_tiles(height, width, tile, overlap)
+    band_height = min(tile, height)
+    band = torch.zeros(batch, channels, band_height, width)
+    weight_sum = torch.zeros(1, 1, band_height, width)
+    top = 0
+    if progress is not None:
+        progress(len(tiles))
+    for t in tiles:
+        if t.top != top:  # a new row of tiles: the rows above it are finished
+            done = t.top - top
+            yield top, band[..., :done, :] / weight_sum[..., :done, :].clamp_min(_MIN_WEIGHT_SUM)
+            band = torch.cat([band[..., done:, :], band.new_zeros(batch, channels, done, width)], dim=2)
+            weight_sum = torch.cat([weight_sum[..., done:, :], weight_sum.new_zeros(1, 1, done, width)], dim=2)
+            top = t.top
+        pixels = produce(t)
+        expected = (batch, channels, t.height, t.width)
         if tuple(pixels.shape) != expected:
-            raise ValueError(f"pixels for {tile} must have shape {expected}, got {tuple(pixels.shape)}")
-        weights = feather_weights(tile, self.height, self.width, self.overlap, device=self.canvas.device)
-        rows, cols = tile.slices()
-        self.canvas[..., rows, cols] += pixels.to(device=self.canvas.device, dtype=torch.float32) * weights
-        self.weight_sum[..., rows, cols] += weights
-
-    def result(self) -> torch.Tensor:
-        """(B, C, H, W) float32: the weighted sum divided by the weight sum (floored at 1e-6), not clamped."""
-        return self.canvas / self.weight_sum.clamp_min(_MIN_WEIGHT_SUM)
+            raise ValueError(f"pixels for {t} must have shape {expected}, got {tuple(pixels.shape)}")
+        weights = feather_weights(t, height, width, overlap)
+        rows, cols = slice(t.top - top, t.bottom - top), slice(t.left, t.right)
+        band[..., rows, cols] += pixels.to(device="cpu", dtype=torch.float32) * weights
+        weight_sum[..., rows, cols] += weights
+        if progress is not None:
+            progress(None)
+    yield top, band / weight_sum.clamp_min(_MIN_WEIGHT_SUM)
 
 
 def run_tiled(
@@ -161,17 +167,6 @@ def run_tiled(
     overlap: int,
     progress: Callable[[int | None], object] | None = None,
 ) -> torch.Tensor:
-    """Blend `produce(tile)` (B, C, tile.height, tile.width) over the plan of an (height, width) image.
-
-    Returns the (B, C, H, W) float32 blend on the CPU. `progress`, if given, is called with the number of tiles
-    once, then with None after each tile.
-    """
-    tiles = plan_tiles(height, width, tile, overlap)
-    blender = TileBlender(batch, channels, height, width, overlap)
-    if progress is not None:
-        progress(len(tiles))
-    for t in tiles:
-        blender.add(t, produce(t))
-        if progress is not None:
-            progress(None)
-    return blender.result()
+    """The whole (B, C, H, W) float32 blend of `blend_tiles`, on the CPU."""
+    blocks = blend_tiles(produce, batch, channels, height, width, tile, overlap, progress)
+    return torch.cat([rows for _, rows in blocks], dim=2)

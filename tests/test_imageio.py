@@ -321,15 +321,22 @@ def test_save_16bit_grey_alpha_tiff_reloads(tmp_path, ramp16):
     assert torch.equal(reloaded.rgb, rgb) and torch.equal(reloaded.alpha, alpha)
 
 
-def test_save_16bit_colour_png_falls_back_to_8bit_with_warning(tmp_path, ramp16, caplog):
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16bit_colour_and_grey_alpha_png_round_trip_exactly(tmp_path, ramp16, channels):
+    from strsr.imageio import write_samples
+
+    samples = ramp16[..., :channels] if channels > 2 else ramp16[..., ::3][..., :2]
+    write_samples(tmp_path / "c16.png", np.ascontiguousarray(samples))
+    reloaded = load_image(tmp_path / "c16.png")  # decoded by libpng (torchvision), not by the writer
+    assert reloaded.bit_depth == 16
+    planes = reloaded.rgb[:1] if channels == 2 else reloaded.rgb
+    if reloaded.alpha is not None:
+        planes = torch.cat([planes, reloaded.alpha])
+    np.testing.assert_array_equal(as_array(planes, 65535), samples)
     rgb = as_tensor(ramp16[..., :3], 65535)
-    with caplog.at_level(logging.WARNING, logger="strsr.imageio"):
-        save_image(tmp_path / "c16.png", rgb, bit_depth=16)
-    assert "16-bit PNG with colour or alpha" in caplog.text
-    written = Image.open(tmp_path / "c16.png")
-    assert written.mode == "RGB"
-    floor8 = np.floor((ramp16[..., :3].astype(np.float32) / np.float32(65535)) * np.float32(255))
-    np.testing.assert_array_equal(np.asarray(written), floor8)
+    save_image(tmp_path / "f16.png", rgb, bit_depth=16)  # the float path: floor at 16 bits
+    want = np.floor(rgb.permute(1, 2, 0).numpy() * np.float32(65535))
+    np.testing.assert_array_equal(as_array(load_image(tmp_path / "f16.png").rgb, 65535), want)
 
 
 def test_grayscale_save_writes_one_channel(tmp_path, photo, gray):

@@ -118,3 +118,39 @@ def test_tiny_inputs_are_padded_and_cropped():
     assert out.shape == (1, 3, 4, 12) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match=r"overlap 1024 must be in \[0, tile\)"):
         SuperResolver(resolver.model, tile=1024, overlap=1024)
+
+
+def test_upscale_image_writes_the_blend_row_block_by_row_block():
+    """Samples quantised band by band (several tile rows, grey, alpha, 16-bit) equal quantising the whole blend."""
+    from strsr.imageio import LoadedImage, quantize
+
+    resolver = SuperResolver.from_preset("tiny", tile=32, overlap=8)
+    lr = _photo(30, 20)[0]  # 120 x 80 output: 5 tile rows
+    whole = resolver.upscale_tensor(lr[None])[0]
+    alpha = torch.rand(1, 30, 20, generator=torch.Generator().manual_seed(0))
+    rgba = resolver.upscale_image(LoadedImage(lr, alpha, 8, False, "x")).samples
+    assert rgba.shape == (120, 80, 4) and rgba.dtype == np.uint8
+    assert np.array_equal(rgba[..., :3], quantize(whole.permute(1, 2, 0).numpy(), 8))
+    up_alpha = F.interpolate(alpha[None], scale_factor=4, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1)
+    assert np.array_equal(rgba[..., 3], quantize(up_alpha.numpy(), 8))
+    grey = resolver.upscale_image(LoadedImage(lr, None, 16, True, "x"), rounding="nearest").samples
+    assert grey.shape == (120, 80, 1) and grey.dtype == np.uint16
+    assert np.array_equal(grey[..., 0], quantize(whole.mean(0).numpy(), 16, "nearest"))
+    assert resolver.upscale_image(LoadedImage(lr, alpha, 8, False, "x"), alpha=False).samples.shape[-1] == 3
+
+
+def test_too_large_and_non_finite_inputs_are_refused(tmp_path, monkeypatch):
+    import strsr.pipeline as pipeline
+    from strsr.imageio import ImageReadError, load_image
+
+    resolver = _resolver(1024)
+    monkeypatch.setattr(pipeline, "MAX_OUTPUT_PIXELS", 64 * 64)
+    with pytest.raises(ValueError, match=r"upscales to 68x64 = 4,352 pixels, above strsr's limit of 4,096"):
+        resolver.upscale_tensor(torch.rand(1, 3, 16, 17))
+    bad = torch.rand(1, 3, 8, 8)
+    bad[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        resolver.upscale_tensor(bad)
+    Image.fromarray(data.astronaut()[:40, :50]).save(tmp_path / "a.png")
+    with pytest.raises(ImageReadError, match=r"50x40 is too large \(over 1,999 pixels\)"):
+        load_image(tmp_path / "a.png", max_pixels=1999)

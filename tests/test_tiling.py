@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strsr.tiling import Tile, TileBlender, feather_weights, plan_tiles, run_tiled, tile_starts
+from strsr.tiling import Tile, blend_tiles, feather_weights, plan_tiles, run_tiled, tile_starts
 
 # (length, tile, overlap): primes, non-powers-of-two, exact fits, one-pixel spill, the official defaults.
 AXIS_CASES = [
@@ -224,24 +224,37 @@ def test_no_visible_seams_with_tile_dependent_offsets(height, width, tile, overl
         assert torch.where(own, out[t.slices()] - offsets[t.top, t.left], 0.0).abs().max() < 1e-6
 
 
-def test_blender_divides_by_the_floored_weight_sum():
-    blender = TileBlender(1, 3, 16, 16, overlap=4)
-    blender.add(Tile(0, 0, 16, 10), torch.ones(1, 3, 16, 10))
-    blender.add(Tile(0, 8, 16, 8), torch.ones(1, 3, 16, 8))
-    torch.testing.assert_close(blender.result(), torch.ones(1, 3, 16, 16), rtol=0, atol=1e-6)
-    empty = TileBlender(1, 1, 4, 4, overlap=0)
-    assert torch.equal(empty.result(), torch.zeros(1, 1, 4, 4))  # 0 / 1e-6, as the official division floor gives
-
-
-def test_blender_accepts_half_precision_and_checks_shape():
-    blender = TileBlender(2, 1, 8, 8, overlap=0)
-    tile = Tile(0, 0, 8, 8)
-    pixels = torch.full((2, 1, 8, 8), 0.5, dtype=torch.float16)
+def test_blend_divides_by_the_floored_weight_sum_and_checks_shapes():
+    ones = run_tiled(lambda t: torch.ones(1, 3, t.height, t.width), 1, 3, 16, 40, 16, 4)
+    torch.testing.assert_close(ones, torch.ones(1, 3, 16, 40), rtol=0, atol=1e-6)
+    half = run_tiled(lambda t: torch.full((2, 1, t.height, t.width), 0.5, dtype=torch.float16), 2, 1, 8, 8, 8, 0)
+    assert half.dtype == torch.float32 and (half == 0.5).all()
     with pytest.raises(ValueError, match="shape"):
-        blender.add(tile, pixels[:, :, :7])
-    blender.add(tile, pixels)
-    out = blender.result()
-    assert out.dtype == torch.float32 and (out == 0.5).all()
+        run_tiled(lambda t: torch.ones(1, 3, t.height - 1, t.width), 1, 3, 16, 16, 8, 2)
+
+
+def test_finished_rows_stream_out_before_later_tiles_are_made():
+    """Memory is one band: each row of tiles is released (yielded) before the next row's tiles are produced, and
+    the streamed blocks put together equal a whole-canvas blend of the same tiles."""
+    height, width, tile, overlap = 200, 70, 48, 12
+    image = torch.rand(1, 2, height, width, generator=torch.Generator().manual_seed(4))
+    made = []
+
+    def produce(t):
+        made.append(t)
+        return torch.sin(5 * image[..., t.slices()[0], t.slices()[1]]) + t.top / 100  # tile-dependent
+    blocks = []
+    for top, rows in blend_tiles(produce, 1, 2, height, width, tile, overlap):
+        assert rows.shape[2] <= tile and rows.shape[-1] == width
+        assert all(t.top <= top + rows.shape[2] + tile for t in made)  # no tile far below the block was made
+        blocks.append((top, rows))
+    assert [top for top, _ in blocks] == tile_starts(height, tile, overlap)
+    canvas, weight = torch.zeros(1, 2, height, width), torch.zeros(1, 1, height, width)
+    for t in plan_tiles(height, width, tile, overlap):  # the whole-image reference, in plan order
+        w = feather_weights(t, height, width, overlap)
+        canvas[..., t.slices()[0], t.slices()[1]] += produce(t) * w
+        weight[..., t.slices()[0], t.slices()[1]] += w
+    assert torch.equal(torch.cat([rows for _, rows in blocks], dim=2), canvas / weight.clamp_min(1e-6))
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ from strsr.evaluation.metrics import PAPER_METRICS, WEIGHT_FREE_METRICS, MetricS
 from strsr.evaluation.pairing import PairingError, pair_folders
 from strsr.evaluation.report import format_table, means, write_csv, write_json
 from strsr.evaluation.weights import MissingWeightsError
-from strsr.imageio import ImageError, load_image, save_image
+from strsr.imageio import ImageError, load_image
 from strsr.outputs import plan_outputs
 from strsr.presets import PRESETS
 
@@ -194,9 +194,9 @@ def upscale_folder(config: EvalConfig, device: torch.device) -> int:
     jobs = plan_outputs([config.lr], config.preds[0][1], lambda relative: relative.with_suffix(".png"))
     for source, target in tqdm(jobs, desc="upscaling", unit="img", disable=config.quiet):
         try:
-            result = resolver.upscale_image(load_image(source))
+            result = resolver.upscale_image(load_image(source), alpha=False)
             target.parent.mkdir(parents=True, exist_ok=True)
-            save_image(target, result.rgb, None, bit_depth=result.bit_depth, grayscale=result.grayscale)
+            result.save(target)
         except (ImageError, ValueError, RuntimeError) as err:  # one bad image: report it, go on with the rest
             failures += 1
             log.error("%s: not upscaled (%s)", source, str(err).splitlines()[0])
