@@ -1,8 +1,10 @@
 """strsr's own generator checkpoint: the trainable tensors in one safetensors file, tagged with what they fit.
 
-Metadata records the preset, LoRA rank and conditioning mode, so a checkpoint for another model fails loudly
-instead of loading half its tensors. Files are written to a temporary name and renamed, so a crash never leaves a
-truncated checkpoint behind.
+Metadata records the preset, LoRA rank and conditioning mode ("vlm", "text" or "none"), so a checkpoint for another
+model fails loudly instead of loading half its tensors; loading one into a model of another conditioning mode says
+which flag builds the right model. Files written before the mode was recorded name the conditioning class instead
+(NullConditioning, ...); `read_metadata` reads those as their mode. Files are written to a temporary name and
+renamed, so a crash never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from strsr.adapter import VLMConditioning
+from strsr.conditioning import NullConditioning, PromptConditioning
 from strsr.lora import lora_rank_of
 from strsr.model import StrSRGenerator
 
 FORMAT = "strsr.generator.v1"
+_CLASS_MODES = {"NullConditioning": "none", "PromptConditioning": "text", "VLMConditioning": "vlm"}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the file and the mismatch."""
+
+
+def conditioning_mode(model: StrSRGenerator) -> str:
+    """The model's conditioning mode: "vlm" (the VLM dual encoder), "text" (a fixed prompt) or "none"."""
+    for cls, mode in ((VLMConditioning, "vlm"), (PromptConditioning, "text"), (NullConditioning, "none")):
+        if isinstance(model.conditioning, cls):
+            return mode
+    raise TypeError(f"unknown conditioning module {type(model.conditioning).__name__}")
 
 
 def describe_generator(model: StrSRGenerator) -> dict[str, str]:
@@ -30,7 +43,7 @@ def describe_generator(model: StrSRGenerator) -> dict[str, str]:
         "format": FORMAT,
         "preset": model.preset.name,
         "lora_rank": str(lora_rank_of(model.transformer) or 0),
-        "conditioning": type(model.conditioning).__name__,
+        "conditioning": conditioning_mode(model),
     }
 
 
@@ -51,13 +64,17 @@ def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The file's metadata; a conditioning recorded as a class name (older files) is given as its mode."""
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
+            meta = dict(f.metadata() or {})
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+    if "conditioning" in meta:
+        meta["conditioning"] = _CLASS_MODES.get(meta["conditioning"], meta["conditioning"])
+    return meta
 
 
 def load_generator(model: StrSRGenerator, path: str | Path) -> None:
@@ -67,9 +84,16 @@ def load_generator(model: StrSRGenerator, path: str | Path) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a strsr generator checkpoint (format {meta.get('format')!r})")
     want = describe_generator(model)
-    for key, label in (("preset", "preset"), ("lora_rank", "LoRA rank"), ("conditioning", "conditioning")):
+    for key, label in (("preset", "preset"), ("lora_rank", "LoRA rank")):
         if meta.get(key) != want[key]:
             raise CheckpointError(f"{path}: checkpoint is for {label} {meta.get(key)!r}, the model has {want[key]!r}")
+    trained = meta.get("conditioning")
+    if trained != want["conditioning"]:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained with conditioning {trained!r}, this model is built for "
+            f"{want['conditioning']!r}; pass --conditioning {trained} (strsr-upscale, strsr-export, strsr-bench) or "
+            f"--set model.conditioning={trained} (strsr-train)"
+        )
     tensors = load_file(str(path))
     params = dict(model.named_parameters())
     expected = set(model.trainable_state_dict())

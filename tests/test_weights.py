@@ -54,7 +54,7 @@ def test_checkpoint_round_trip_restores_outputs(tmp_path, randomise_lora):
         model.conditioning.embedding.normal_()
     path = save_generator(model, tmp_path / "g.safetensors")
     assert read_metadata(path) == {"format": "strsr.generator.v1", "preset": "tiny", "lora_rank": "16",
-                                   "conditioning": "NullConditioning"}  # fmt: skip
+                                   "conditioning": "none"}  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]  # no temporary left behind
     restored = build_generator("tiny", seed=1, checkpoint=path)
     image = torch.rand(1, 3, 16, 16) * 2 - 1
