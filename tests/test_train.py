@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from skimage import data
 
 from strsr.checkpoint import CheckpointError
+from strsr.losses.objectives import LossWeights
+from strsr.presets import get_preset
 from strsr.train import trainer as trainer_module
 from strsr.train.cli import export_weights, main
 from strsr.train.config import ConfigError, apply_override, from_dict, load_config, loss_weights
@@ -67,18 +69,56 @@ def _assert_same_state(a, b):
 # ----------------------------------------------------------------------------- config
 
 
-def test_shipped_recipes_parse_and_full_ones_need_data():
+# The official runs: configs/{flux,zimage}_train_stage{1,2}.yaml of github.com/jkwang28/StrSR (and paper §4.1).
+OFFICIAL = dict(
+    conditioning="vlm",  # use_qwen: true, frozen Qwen3-VL, projector trained in G's optimizer at lr_G
+    latent="sample",  # vae.encode(lq).latent_dist.sample()
+    lora_rank=256,
+    resolution=1024, crop="center", flip=False,  # out_size 1024, crop_type center, use_hflip/use_rot false
+    degradation="realesrgan", queue_size=256, sharpen_gt=True,  # RealESRGANBatchTransform, use_sharpener
+    lambda_l1=1.0, lambda_lpips=3.0, lambda_gan=0.1, lambda_r1=10.0, r1_sigma=0.005, r1_noise="uniform",
+    fdl_input_range="raw",  # fdl_loss(x, gt) on the [-1, 1] images
+    lr_g=5e-6, lr_d=1e-6, lr_adapter=None, betas=(0.9, 0.999), weight_decay=0.01,  # AdamW, only betas given
+    grad_clip=1.0, batch_size=1,  # max_grad_norm 1.0; batch_size 1 per GPU (x 4 GPUs)
+    checkpoint_every=1000, discriminator="convnext_xxlarge",
+)  # fmt: skip
+STAGES = {1: dict(lambda_fdl=0.0, max_steps=40_000, resume=None), 2: dict(lambda_fdl=0.002, max_steps=60_000,
+                                                                           resume="stage1")}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1",
+                                  "zimage-turbo-stage2"])  # fmt: skip
+def test_paper_recipes_train_what_the_official_configs_train(name):
+    with pytest.raises(ConfigError, match="no training data"):
+        load_config(name, ["model.vlm=/models/qwen3-vl"])
+    with pytest.raises(ConfigError, match=r"model.vlm: VLM conditioning needs the local Qwen3-VL folder"):
+        load_config(name, ['data.folders=["/data/a"]'])
+    c = load_config(name, ['data.folders=["/data/a"]', "model.vlm=/models/qwen3-vl"])
+    stage = int(name[-1])
+    preset = name.rsplit("-stage", 1)[0]
+    got = dict(
+        conditioning=c.model.conditioning, latent=c.model.latent,
+        lora_rank=c.model.lora_rank if c.model.lora_rank is not None else get_preset(preset).lora_rank,
+        resolution=c.data.resolution, crop=c.data.crop, flip=c.data.flip,
+        degradation=c.degradation.kind, queue_size=c.degradation.queue_size, sharpen_gt=c.degradation.sharpen_gt,
+        lambda_l1=c.loss.lambda_l1, lambda_lpips=c.loss.lambda_lpips, lambda_gan=c.loss.lambda_gan,
+        lambda_r1=c.loss.lambda_r1, r1_sigma=c.loss.r1_sigma, r1_noise=c.loss.r1_noise,
+        fdl_input_range=c.loss.fdl_input_range,
+        lr_g=c.optim.lr_g, lr_d=c.optim.lr_d, lr_adapter=c.optim.lr_adapter, betas=tuple(c.optim.betas),
+        weight_decay=c.optim.weight_decay, grad_clip=c.optim.grad_clip, batch_size=c.optim.batch_size,
+        checkpoint_every=c.run.checkpoint_every, discriminator=c.discriminator.model,
+    )  # fmt: skip
+    assert got == OFFICIAL
+    assert c.model.preset == preset and c.run.stage == stage and c.run.max_steps == STAGES[stage]["max_steps"]
+    assert loss_weights(c) == LossWeights(1.0, 3.0, 0.1, STAGES[stage]["lambda_fdl"], 10.0)
+    assert c.run.resume_from == (None if stage == 1 else f"runs/{preset}-stage1")
+
+
+def test_tiny_recipe_stays_unconditioned_on_full_resolution_patches():
     tiny = load_config("tiny")
-    assert tiny.model.preset == "tiny" and tiny.loss.lambda_gan == 0.0
-    for name in ("flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2"):
-        with pytest.raises(ConfigError, match="no training data"):
-            load_config(name)
-        config = load_config(name, ['data.folders=["/data/a"]'])
-        assert config.model.lora_rank is None and config.optim.lr_g == 5e-6 and config.optim.lr_d == 1e-6
-        assert config.loss.lambda_lpips == 3.0 and config.loss.lambda_gan == 0.1 and config.loss.lambda_r1 == 10
-        stage = 2 if name.endswith("2") else 1
-        assert config.run.stage == stage and config.run.max_steps == (60_000 if stage == 2 else 40_000)
-        assert loss_weights(config).lambda_fdl == (0.002 if stage == 2 else 0.0)
+    assert (tiny.model.preset, tiny.model.conditioning, tiny.data.crop, tiny.degradation.kind) == (
+        "tiny", "none", "patch", "bicubic")  # fmt: skip
+    assert loss_weights(tiny) == LossWeights(1.0, 0.0, 0.0, 0.0, 10.0)
 
 
 def test_overrides_are_typed_and_unknown_keys_fail(tmp_path):
@@ -120,31 +160,21 @@ def _changed(before, module):
     return {n for n, p in module.named_parameters() if not torch.equal(before[n], p.detach())}
 
 
-def test_g_step_touches_only_generator_weights_and_d_step_only_heads(tmp_path, monkeypatch):
+def test_g_step_touches_only_generator_weights_and_d_step_only_heads(tmp_path):
     trainer = Trainer(_config(tmp_path))
     g, d = trainer.c.generator, trainer.c.discriminator
     g_before, d_before = _snapshot(g), _snapshot(d)
-    captured = {}
-    monkeypatch.setattr(trainer, "_d_step", lambda target, fake: captured.update(target=target, fake=fake) or {})
-    trainer.train_step()
+    trainer._g_step(0)
     trainable_g = {n for n, p in g.named_parameters() if p.requires_grad}
     assert _changed(g_before, g) == trainable_g and trainable_g
     assert not _changed(d_before, d)
-    monkeypatch.undo()
     g_before, d_before = _snapshot(g), _snapshot(d)
-    trainer._d_step(captured["target"], captured["fake"])
+    trainer._d_step(1)
     heads = {n for n, p in d.named_parameters() if not n.startswith("visual.")}
     assert not _changed(g_before, g)
     changed = _changed(d_before, d)
     assert changed and changed <= heads
     trainer.close()
-
-
-def test_losses_are_finite_and_change(tmp_path):
-    trainer = Trainer(_config(tmp_path, optim={"lr_g": 3e-3}, degradation={"kind": "bicubic"}))
-    totals = [trainer.train_step()["g/total"] for _ in range(6)]
-    trainer.close()
-    assert all(np.isfinite(totals)) and len(set(totals)) == len(totals)
 
 
 # ----------------------------------------------------------------------------- resume

@@ -34,7 +34,7 @@ def build_components(config: TrainConfig, device: torch.device) -> Components:
         conditioning=model_cfg.conditioning, prompt=model_cfg.prompt, lora_rank=model_cfg.lora_rank,
         vlm=model_cfg.vlm, text_encoder_dir=model_cfg.text_encoder,
         device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, seed=config.run.seed,
-        attention_backend=model_cfg.attention_backend,
+        attention_backend=model_cfg.attention_backend, latent=model_cfg.latent,
     )  # fmt: skip
     if model_cfg.gradient_checkpointing:
         generator.diffusers_transformer.enable_gradient_checkpointing()

@@ -23,9 +23,10 @@ class ModelConfig:
     preset: str = "tiny"
     pretrained: str | None = None  # local diffusers folder of the base model
     lora_rank: int | None = None  # None: the preset's (256 for full presets); 0: train the whole transformer
-    conditioning: str = "none"  # "vlm" (the paper's dual encoder), "text" or "none"
+    conditioning: str = "none"  # "vlm" (the paper's dual encoder; the paper recipes), "text" or "none"
     prompt: str = ""  # text mode: the prompt; vlm mode: empty means the official StrSR prompt
     vlm: str | None = None  # local Qwen3-VL folder, for vlm conditioning
+    latent: str = "sample"  # VAE encoding of the LR: "sample" (posterior draw, as the official trainer) or "mode"
     text_encoder: str | None = None  # folder with text_encoder/ and tokenizer/ (default: pretrained)
     gradient_checkpointing: bool = True
     init_checkpoint: str | None = None  # strsr generator weights to start from
@@ -48,7 +49,7 @@ class DataConfig:
 @dataclass
 class DegradationConfig:
     kind: str = "realesrgan"  # "realesrgan" (the paper) or "bicubic" (plain x4 downscale)
-    queue_size: int = 180  # RealESRGAN training-pair pool; 0 disables it
+    queue_size: int = 256  # training-pair pool (the official configs' 256; RealESRGAN's 180); 0 disables it
     sharpen_gt: bool = True
 
 
@@ -61,7 +62,9 @@ class LossConfig:
     lambda_r1: float = 10.0
     r1_sigma: float = 0.005
     r1_noise: str = "uniform"
-    fdl_input_range: str = "[-1,1]"
+    # FDL input: "raw" feeds the generator's [-1, 1] images to the VGG's ImageNet normalisation unchanged, as the
+    # official trainer does (and lambda_fdl = 0.002 is tuned for); "[-1,1]" maps them to [0, 1] first.
+    fdl_input_range: str = "raw"
     fdl_seed: int = 0
     fdl_num_proj: int = 256
     vgg16_weights: str | None = None  # LPIPS backbone (torchvision VGG16 state dict)
@@ -209,10 +212,16 @@ def load_config(recipe: str, overrides: list[str] = ()) -> TrainConfig:
 
 
 def validate(config: TrainConfig) -> None:
+    from strsr.autoencoders import LATENT_MODES
+    from strsr.conditioning import CONDITIONING_MODES
+    from strsr.losses.fdl import INPUT_RANGES
     from strsr.presets import get_preset
 
     get_preset(config.model.preset)
     choices = {
+        "model.conditioning": (config.model.conditioning, CONDITIONING_MODES),
+        "model.latent": (config.model.latent, LATENT_MODES),
+        "loss.fdl_input_range": (config.loss.fdl_input_range, INPUT_RANGES),
         "data.crop": (config.data.crop, ("center", "random", "patch")),
         "degradation.kind": (config.degradation.kind, ("realesrgan", "bicubic")),
         "run.mixed_precision": (config.run.mixed_precision, ("auto", "bf16", "no")),
@@ -222,6 +231,9 @@ def validate(config: TrainConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    if config.model.conditioning == "vlm" and not config.model.vlm:
+        raise ConfigError("model.vlm: VLM conditioning needs the local Qwen3-VL folder "
+                          "(--set model.vlm=/models/Qwen3-VL-4B-Instruct), or set model.conditioning")  # fmt: skip
     if config.run.stage not in (1, 2):
         raise ConfigError(f"run.stage={config.run.stage}; StrSR trains in stages 1 and 2")
     if config.data.resolution % 64:

@@ -1,8 +1,18 @@
 """The StrSR training loop: alternating generator and discriminator steps (paper §3.3-3.4, §4.1).
 
-Each iteration: synthesise LR on the fly (RealESRGAN), a G step on Eq. 11 with the discriminator frozen, then a
-D step on Eq. 9. Multi-GPU runs are launched with `torchrun` (DDP, gloo on CPU, NCCL on GPU). Every random draw of a
-step comes from generators seeded by (seed, step, rank), so a resumed run continues bit-identically.
+A step is what the official trainer counts as one (`global_step`): with a discriminator, a G step on batch 2k and a
+D step on batch 2k + 1, each batch freshly degraded (RealESRGAN, through the pair pool); without one, a G step on
+batch k. So 40k steps see 80k batches, as the official 40k do.
+- G step (Eq. 11): the discriminator is a fixed critic (eval mode, no parameter gradients); its logits on the fake
+  and, without gradient, on the real images enter RaGAN_G. Before the very first G step, one train-mode forward on
+  that batch's real images runs each spectral norm's first power iteration, as the official trainer does.
+- D step (Eq. 9): a fresh generator forward without gradient on the D batch, with the weights the G step just
+  updated; then three train-mode forwards in the official order (real, fake, real + U[0, r1_sigma) noise), each
+  running one power iteration, and RaGAN_D + lambda_R1 * approxR1.
+The generator sees the LR as the official trainer builds it (bicubic to the GT size, then rounded to 8 bits, in
+[-1, 1]); the VLM reads the raw LR; the VAE encodes a posterior sample (`model.latent`). Multi-GPU runs are launched
+with `torchrun` (DDP, gloo on CPU, NCCL on GPU). Every random draw comes from generators seeded by (seed, batch,
+rank, stream), so a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from strsr.checkpoint import CheckpointError, load_generator
+from strsr.degradation import DegradedPair
 from strsr.degradation import model_input as official_model_input
 from strsr.losses.gan import r1_noise
 from strsr.losses.objectives import discriminator_loss, generator_loss
@@ -31,7 +42,8 @@ from strsr.train.data import CropSampler
 
 log = logging.getLogger("strsr.train")
 
-_SPECTRAL_WARMUP_ITERS = 5
+# Streams of the per-batch random generators.
+_DEGRADATION, _R1_NOISE, _POSTERIOR = 0, 1, 2
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,12 +77,15 @@ def _init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return info, device
 
 
-def _step_generator(device: torch.device, seed: int, step: int, rank: int, stream: int) -> torch.Generator:
-    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 4099 + rank) * 8 + stream)
+def _batch_generator(device: torch.device, seed: int, batch: int, rank: int, stream: int) -> torch.Generator:
+    return torch.Generator(device).manual_seed(((seed * 1_000_003 + batch) * 4099 + rank) * 8 + stream)
 
 
-def _split_heads(logits: list[torch.Tensor], parts: int) -> list[list[torch.Tensor]]:
-    return [list(chunk) for chunk in zip(*(head.chunk(parts) for head in logits))]
+@dataclass
+class _Inputs:
+    pair: DegradedPair
+    target: torch.Tensor  # (B, 3, H, W) GT in [-1, 1]
+    image: torch.Tensor  # (B, 3, H, W) the generator's input in [-1, 1]: the LR upsampled and rounded to 8 bits
 
 
 class Trainer:
@@ -84,13 +99,12 @@ class Trainer:
         self.sampler = CropSampler(config.data, config.run.seed)
         self.step = 0
         self.skipped_images = 0
+        self._spectral_norms_warm = False  # the official first-G-step calibration forward has run
         self._stop_requested = False
         self.autocast = self._autocast_context()
         start = self._resume_source(resume)
         if start is not None:
             self._load(start)
-        elif self.c.discriminator is not None:
-            self._warm_spectral_norms()
         self.g = DDP(self.c.generator) if self.dist.world > 1 else self.c.generator
         self.d_train = DDP(self.c.discriminator) if self.dist.world > 1 and self.c.discriminator else None
         self.writer = None
@@ -116,23 +130,40 @@ class Trainer:
             return found
         return ckpt.latest_checkpoint(self.ckpt_root) if resume else None
 
-    def _warm_spectral_norms(self) -> None:
-        """Run the heads' power iterations on real crops once, so the first D step sees calibrated norms."""
-        hr = self.sampler.batch(0, self.dist.rank, self.dist.world, self.config.optim.batch_size).hr
+    def _warm_spectral_norms(self, real: torch.Tensor) -> None:
+        """The official calibration before the first G step: one train-mode forward on real images (B, 3, H, W) in
+        [-1, 1], i.e. one power iteration per spectral norm from its random start."""
         self.c.discriminator.train()
         with torch.no_grad(), self.autocast():
-            for _ in range(_SPECTRAL_WARMUP_ITERS):
-                self.c.discriminator(hr.to(self.device) * 2 - 1)
+            self.c.discriminator(real)
+        self._spectral_norms_warm = True
 
     # ----------------------------------------------------------------- steps
-    def _pair(self, step: int):
-        batch = self.sampler.batch(step, self.dist.rank, self.dist.world, self.config.optim.batch_size)
-        self.skipped_images += batch.skipped
-        gen = _step_generator(self.device, self.config.run.seed, step, self.dist.rank, 0)
-        pair = self.c.degradation(batch.hr.to(self.device), gen)
+    @property
+    def batches_per_step(self) -> int:
+        return 1 if self.c.discriminator is None else 2
+
+    def _generator(self, batch: int, stream: int) -> torch.Generator:
+        return _batch_generator(self.device, self.config.run.seed, batch, self.dist.rank, stream)
+
+    def _pair(self, batch: int) -> DegradedPair:
+        crops = self.sampler.batch(batch, self.dist.rank, self.dist.world, self.config.optim.batch_size)
+        self.skipped_images += crops.skipped
+        gen = self._generator(batch, _DEGRADATION)
+        pair = self.c.degradation(crops.hr.to(self.device), gen)
         if self.c.queue is not None:
             pair = self.c.queue(pair, gen)
         return pair
+
+    def _inputs(self, batch: int) -> _Inputs:
+        pair = self._pair(batch)
+        target = pair.hr * 2 - 1
+        return _Inputs(pair, target, official_model_input(pair.lr_raw, target.shape[-2:]) * 2 - 1)
+
+    def _generate(self, inputs: _Inputs, batch: int) -> torch.Tensor:
+        """The generator's restoration of a batch; the VLM reads the raw LR, before upsampling."""
+        condition = self.c.generator.condition_for(inputs.pair.lr_raw)
+        return self.g(inputs.image, condition, generator=self._generator(batch, _POSTERIOR))
 
     def _check(self, loss: torch.Tensor, what: str, parts: dict) -> None:
         if not torch.isfinite(loss):
@@ -144,23 +175,30 @@ class Trainer:
             )
 
     def train_step(self) -> dict[str, float]:
-        c, cfg = self.c, self.config
-        pair = self._pair(self.step)
-        target = pair.hr * 2 - 1
-        model_input = official_model_input(pair.lr_raw, target.shape[-2:]) * 2 - 1
+        """One official step: a G step on batch 2k, then (with a discriminator) a D step on batch 2k + 1."""
+        first = self.step * self.batches_per_step
+        logged = self._g_step(first)
+        if self.c.discriminator is not None:
+            logged.update(self._d_step(first + 1))
+        return logged
 
-        # G step: the discriminator is a fixed critic here (eval mode, no parameter gradients).
+    def _g_step(self, batch: int) -> dict[str, float]:
+        c, cfg = self.c, self.config
+        inputs = self._inputs(batch)
+        target = inputs.target
+        if c.discriminator is not None and not self._spectral_norms_warm:
+            self._warm_spectral_norms(target)
+        # The discriminator is a fixed critic here (eval mode: stored spectral-norm vectors, no parameter gradients).
         self.g.train()
         if c.discriminator is not None:
             c.discriminator.eval().requires_grad_(False)
         with self.autocast():
-            condition = c.generator.condition_for(pair.lr_raw)  # the VLM reads the LR image before upsampling
-            prediction = self.g(model_input, condition)
+            prediction = self._generate(inputs, batch)
             real_logits = fake_logits = None
             if c.discriminator is not None:
+                fake_logits = c.discriminator(prediction)
                 with torch.no_grad():
                     real_logits = c.discriminator(target)
-                fake_logits = c.discriminator(prediction)
             loss_g, parts = generator_loss(prediction.float(), target, real_logits, fake_logits, lpips=c.lpips,
                                            fdl=c.fdl, weights=c.weights)  # fmt: skip
         self._check(loss_g, "generator", parts)
@@ -169,26 +207,26 @@ class Trainer:
         params_g = [p for group in c.opt_g.param_groups for p in group["params"]]
         parts["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(params_g, cfg.optim.grad_clip)
         c.opt_g.step()
-        logged = {f"g/{k}": float(v) for k, v in parts.items()}
+        self._last_images = (inputs.image.detach(), prediction.detach(), target)
+        return {f"g/{k}": float(v) for k, v in parts.items()}
 
-        if c.discriminator is not None:
-            logged.update(self._d_step(target, prediction.detach()))
-        self._last_images = (model_input.detach(), prediction.detach(), target)
-        return logged
-
-    def _d_step(self, target: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    def _d_step(self, batch: int) -> dict[str, float]:
         c, cfg = self.c, self.config
+        inputs = self._inputs(batch)
+        target = inputs.target
+        with torch.no_grad(), self.autocast():  # the generator as the G step just left it
+            fake = self._generate(inputs, batch).float()
         for p in c.discriminator.head_parameters():
             p.requires_grad_(True)
         c.discriminator.train()
-        gen = _step_generator(self.device, cfg.run.seed, self.step, self.dist.rank, 1)
-        noisy = target + r1_noise(target, cfg.loss.r1_sigma, cfg.loss.r1_noise, generator=gen)
+        noise = r1_noise(target, cfg.loss.r1_sigma, cfg.loss.r1_noise, generator=self._generator(batch, _R1_NOISE))
         critic = self.d_train or c.discriminator
         with self.autocast():
-            # one forward over real, fake and noisy real keeps DDP to a single pass per step
-            real, fake_logits, noisy_logits = _split_heads(critic(torch.cat([target, fake, noisy])), 3)
-            loss_d, parts = discriminator_loss([h.float() for h in real], [h.float() for h in fake_logits],
-                                               [h.float() for h in noisy_logits], weights=c.weights)  # fmt: skip
+            # three forwards in the official order: each train-mode forward runs one power iteration
+            real_logits = [h.float() for h in critic(target)]
+            fake_logits = [h.float() for h in critic(fake)]
+            noisy_logits = [h.float() for h in critic(target + noise)]
+            loss_d, parts = discriminator_loss(real_logits, fake_logits, noisy_logits, weights=c.weights)
         self._check(loss_d, "discriminator", parts)
         c.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -236,8 +274,9 @@ class Trainer:
             if wrong:
                 raise CheckpointError(f"{directory}: discriminator heads do not fit ({', '.join(wrong[:3])})")
             c.opt_d.load_state_dict(training["opt_d"])
-        elif c.discriminator is not None:
-            self._warm_spectral_norms()  # resuming from a run without a discriminator
+            # Trained heads carry their power-iteration vectors. (The official trainer re-runs its calibration
+            # forward after every restart; once more on converged vectors, skipped here to resume bit-identically.)
+            self._spectral_norms_warm = True
         if c.fdl is not None and training["fdl"] is not None:
             c.fdl.load_state_dict(training["fdl"])
         rank_file = directory / f"rank-{self.dist.rank}.pt"
