@@ -113,7 +113,7 @@ def official_crop(image: torch.Tensor, size: int, crop: str, generator: torch.Ge
     if crop == "random":
         lo, hi = math.ceil(size / 1.0), math.ceil(size / RANDOM_MIN_CROP_FRACTION)
         short = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-    array = np.asarray(resize_short_side(pil, short))  # (h, w, 3)
+    array = np.array(resize_short_side(pil, short))  # (h, w, 3), writable
     height, width = array.shape[:2]
     if crop == "random":
         top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
