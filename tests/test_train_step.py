@@ -217,3 +217,27 @@ def test_losses_decrease_on_a_fixed_batch(tmp_path, monkeypatch):
     assert np.isfinite(l1 + total + d_losses).all()
     assert l1[-1] < 0.7 * l1[0] and total[-1] < 0.9 * total[0]
     assert all(b < a for a, b in zip(d_losses, d_losses[1:]))
+
+
+def test_each_batch_draws_its_posterior_sample_from_its_own_generator(tmp_path, monkeypatch):
+    """The recipe's `model.latent` reaches the model, and every generator forward gets a generator seeded from
+    (run seed, batch, rank): the four batches of two steps all differ, and a step run again repeats its two."""
+    config = _paper_recipe_on_tiny("flux2-klein-4b-stage1", tmp_path, **{"loss.lambda_lpips": "0.0",
+                                                                          "optim.batch_size": "1"})  # fmt: skip
+    trainer = Trainer(config)
+    seeds = []
+    try:
+        g = trainer.c.generator
+        assert g.codec.latent == "sample"
+        hr = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        monkeypatch.setattr(trainer, "_pair", lambda batch: DegradedPair(lr_raw=hr[..., ::4, ::4], hr=hr))
+        forward = g.forward
+        monkeypatch.setattr(g, "forward", lambda image, condition=None, generator=None: (
+            seeds.append(generator.initial_seed()), forward(image, condition, generator))[1])  # fmt: skip
+        for step in (0, 1, 0):
+            trainer.step = step
+            trainer.train_step()
+    finally:
+        trainer.close()
+    assert len(set(seeds[:4])) == 4 and seeds[4:] == seeds[:2]
+    assert _paper_recipe_on_tiny("flux2-klein-4b-stage1", tmp_path, **{"model.latent": '"mode"'}).model.latent == "mode"
