@@ -32,7 +32,7 @@ def _config(tmp_path, **sections):
         "degradation": {"kind": "realesrgan", "queue_size": 4},
         "loss": {"lambda_lpips": 0.0, "lambda_gan": 0.1},
         "discriminator": {"model": "tiny"},
-        "optim": {"batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3},
+        "optim": {"batch_size": 1, "lr_g": 1e-3, "lr_d": 1e-3},
         "run": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "checkpoint_every": 2, "log_every": 1,
                 "sample_every": 2, "device": "cpu", "keep_last": 5},
     }  # fmt: skip
