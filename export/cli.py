@@ -25,6 +25,7 @@ from strsr.autoencoders import LATENT_MODES
 from strsr.checkpoint import CheckpointError
 from strsr.cli import sample_image
 from strsr.conditioning import CONDITIONING_MODES, NullConditioning
+from strsr.export.onnx_attention import ATTENTION_OPS
 from strsr.export.onnx_export import (
     OPSET,
     check_parity,
@@ -78,6 +79,7 @@ class ExportSpec:
     vlm: Path | None
     text_encoder: Path | None
     latent: str
+    attention_op: str
 
 
 def parse(argv: list[str] | None) -> ExportSpec:
@@ -103,7 +105,16 @@ def parse(argv: list[str] | None) -> ExportSpec:
     p.add_argument("--latent", default="sample", choices=LATENT_MODES,
                    help="VAE encoding: sample (the encoder graph takes the posterior noise, drawn by the runtime) "
                         "or mode (default: sample, as the official scripts)")  # fmt: skip
+    p.add_argument("--attention-op", choices=ATTENTION_OPS,
+                   help="attention in the graphs: onnxruntime (its fused MultiHeadAttention) or onnx (the standard "
+                        "Attention node, which TensorRT >= 10.14 parses); default onnx with --trt or --precision "
+                        "fp8 (graphs for TensorRT), else onnxruntime")  # fmt: skip
     a = p.parse_args(argv)
+    for_tensorrt = a.trt or a.precision == "fp8"
+    if for_tensorrt and a.attention_op == "onnxruntime":
+        p.error("--trt and --precision fp8 need --attention-op onnx: TensorRT (and ModelOpt's FP8 quantiser) cannot "
+                "take ONNX Runtime's MultiHeadAttention")  # fmt: skip
+    attention_op = a.attention_op or ("onnx" if for_tensorrt else "onnxruntime")
     if a.calibration_tiles < 1:
         p.error("--calibration-tiles must be at least 1")
     try:
@@ -112,7 +123,7 @@ def parse(argv: list[str] | None) -> ExportSpec:
         p.error(f"--calibration: {err}")
     return ExportSpec(a.preset, a.out, a.pretrained, a.checkpoint, a.random_weights, a.onnx or not a.trt, a.trt,
                       a.precision, a.tile, a.force, calibration, a.calibration_tiles, a.conditioning, a.prompt, a.vlm,
-                      a.text_encoder, a.latent)  # fmt: skip
+                      a.text_encoder, a.latent, attention_op)  # fmt: skip
 
 
 def require_tensorrt() -> None:
@@ -139,6 +150,7 @@ def export(spec: ExportSpec) -> dict:
     model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
     spec.out.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, "preset": spec.preset, "precision": spec.precision, "opset": OPSET,
+           "attention_op": spec.attention_op,
            "weights_sha256": weights_hash(model), "tile": spec.tile,
            "conditioning": _conditioning_entry(model),
            # what the runtime feeds the encoder: "sample" graphs take posterior noise of (B, C, H/s, W/s)
@@ -182,7 +194,7 @@ def _export_onnx(model, spec: ExportSpec, key: dict, condition: torch.Tensor) ->
     graphs = {}
     for graph in graph_specs(model, spec.tile, condition.shape[1]):
         start = time.perf_counter()
-        path = export_graph(model, graph, spec.out)
+        path = export_graph(model, graph, spec.out, spec.attention_op)
         seconds = time.perf_counter() - start
         error = check_parity(model, graph, path)
         if error > PARITY_ATOL[spec.precision]:

@@ -18,11 +18,13 @@ import torch
 
 from strsr.atomic import atomic_write
 from strsr.export.graphs import DitOneStepGraph, ProjectorGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
+from strsr.export.onnx_attention import ATTENTION_OPS, use_onnxruntime_attention
 from strsr.model import StrSRGenerator
 
 log = logging.getLogger("strsr.export")
 
-OPSET = 20
+# 23: scaled_dot_product_attention exports as one fused ONNX `Attention` node (strsr.export.onnx_attention)
+OPSET = 23
 _EXTERNAL_DATA_BYTES = 2 * 1024**3  # protobuf's limit: larger graphs keep their weights beside them
 
 
@@ -116,8 +118,28 @@ def _example(spec: GraphSpec, seed: int, scale: int = 1) -> dict[str, torch.Tens
     return tensors
 
 
-def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
-    """Write `<out_dir>/<name>.onnx` atomically (a temporary file in the same folder, then rename)."""
+def export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path, attention_op: str = "onnxruntime") -> Path:
+    """Write `<out_dir>/<name>.onnx` atomically (a temporary file in the same folder, then rename), its attention
+    as `attention_op` says: "onnx" (the standard Attention node, for TensorRT) or "onnxruntime" (ONNX Runtime's
+    fused MultiHeadAttention)."""
+    path = _export_graph(model, spec, out_dir)
+    if attention_op == "onnxruntime":
+        rewrite_graph(path, use_onnxruntime_attention)
+    elif attention_op != "onnx":
+        raise ValueError(f"unknown attention op {attention_op!r}; choose from {', '.join(ATTENTION_OPS)}")
+    return path
+
+
+def rewrite_graph(path: Path, rewrite) -> None:
+    """Apply `rewrite(model_proto)` to the graph file at `path`; weights kept outside it stay where they are."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if rewrite(model):
+        atomic_write(path, lambda tmp: onnx.save_model(model, tmp))
+
+
+def _export_graph(model: StrSRGenerator, spec: GraphSpec, out_dir: Path) -> Path:
     import onnx
     from torch.export import Dim
 

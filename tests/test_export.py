@@ -29,7 +29,8 @@ def exported(tmp_path_factory):
 def test_manifest_contents(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["format"] == "strsr.export.v1" and manifest["preset"] == "tiny"
-    assert manifest["precision"] == "fp32" and manifest["opset"] == 20 and manifest["t1"] == 0.8
+    assert manifest["precision"] == "fp32" and manifest["opset"] == 23 and manifest["t1"] == 0.8
+    assert manifest["attention_op"] == "onnxruntime" and manifest["latent"]["mode"] == "mode"  # pixel shuffle: no noise
     assert len(manifest["weights_sha256"]) == 64 and manifest["tools"]["onnxruntime"]
     assert set(manifest["graphs"]) == {"vae_encoder", "dit_onestep", "vae_decoder"}
     dit = manifest["graphs"]["dit_onestep"]
@@ -43,6 +44,27 @@ def test_graphs_match_pytorch_at_other_sizes(exported):
     for spec in graph_specs(resolver.model, 1024, condition_tokens=1):
         for scale in (1, 3):  # the traced spatial size, and 3x it
             assert check_parity(resolver.model, spec, exported / f"{spec.name}.onnx", scale=scale) <= 1e-4
+
+
+def _ops(path):
+    return [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+def test_attention_is_fused_for_onnx_runtime_and_standard_for_tensorrt(exported, tmp_path):
+    """No graph builds the N x N scores: ONNX Runtime's MultiHeadAttention by default, the standard Attention node
+    with --attention-op onnx (what TensorRT parses); both match PyTorch."""
+    ops = _ops(exported / "dit_onestep.onnx")
+    assert ops.count("MultiHeadAttention") == 3 and "Softmax" not in ops and "Attention" not in ops
+    out = tmp_path / "standard"
+    assert export_main(["--preset", "tiny", "--out", str(out), "--attention-op", "onnx"]) == 0
+    ops = _ops(out / "dit_onestep.onnx")
+    assert ops.count("Attention") == 3 and "Softmax" not in ops and "MultiHeadAttention" not in ops
+    resolver = SuperResolver.from_preset("tiny", device="cpu")
+    for folder in (exported, out):
+        spec = next(s for s in graph_specs(resolver.model, 1024, condition_tokens=1) if s.name == "dit_onestep")
+        assert check_parity(resolver.model, spec, folder / "dit_onestep.onnx", scale=3) <= 1e-4
+    with pytest.raises(SystemExit):
+        export_main(["--preset", "tiny", "--out", str(out), "--trt", "--attention-op", "onnxruntime"])
 
 
 def test_dit_graph_has_no_float64(exported):
