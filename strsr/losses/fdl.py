@@ -15,8 +15,9 @@ phase; loss = mean over the batch of sum_i score_i. This follows the official im
 
 - The projections come from a local `torch.Generator(seed)`, not the global RNG, and are persistent buffers
   (`projection_0..4` in the state dict): a resumed run must compare distributions along the same slices.
-- Inputs are [-1, 1] images mapped to [0, 1] before the ImageNet normalisation. `input_range="raw"` skips the
-  mapping, which is what the official StrSR training does with its [-1, 1] images (and is right for [0, 1] ones).
+- By default inputs are [-1, 1] images mapped to [0, 1] before the ImageNet normalisation. `input_range="raw"`
+  skips the mapping, which is what the official StrSR training does with its [-1, 1] images (and is right for [0, 1]
+  ones); the paper recipes (`loss.fdl_input_range`) use "raw", the range lambda_3 = 0.002 was tuned on.
 - VGG19 weights come from a local torchvision-format state-dict file; nothing is downloaded. Without a file the
   weights are seeded-random (tests, offline runs) and a warning is logged once. They are non-persistent buffers,
   not parameters: a parent's optimiser or `requires_grad_()` never sees them and checkpoints do not carry 80 MB
