@@ -285,3 +285,32 @@ def test_an_image_too_small_for_a_metric_is_reported_not_fatal(tmp_path, caplog,
         code = main(["--pred", str(pred), "--gt", str(gt), "--metrics", "ssim", "--quiet"])
     assert code == 1 and "tiny.png: not scored" in caplog.text
     assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["pred", "1"]
+
+
+class _Payload:
+    """A pickle that creates a file when unpickled: what a hostile checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_never_unpickled(folders, tmp_path, caplog):
+    _, pred, _ = folders
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    name = required_files("musiq")[0].name
+    torch.save({"params": _Payload(marker)}, weights / name)
+    with caplog.at_level(logging.ERROR):
+        code = main(["--pred", str(pred), "--metrics", "musiq", "--weights-dir", str(weights), "--quiet"])
+    assert code == 2 and "refused, loading it would run code from the file" in caplog.text
+    assert not marker.exists()
+    torch.save({"params": {"w": torch.zeros(2)}}, weights / name)  # plain tensors pass the check
+    resolve_weights("musiq", [weights])
+    (weights / name).write_bytes(b"\x80\x04garbage")
+    with pytest.raises(MissingWeightsError, match="not a readable PyTorch weights file"):
+        resolve_weights("musiq", [weights])
+    assert not marker.exists()

@@ -10,12 +10,18 @@ to put it. While the metric is built, ``offline_loading`` serves the files found
 attempt into the same kind of error, at once (Hugging Face in offline mode, no retries).
 
 File names are read from the libraries' own URL tables, so they follow the installed versions.
+
+Weight files from elsewhere are hostile: pyiqa unpickles its checkpoints with `torch.load(weights_only=False)`, which
+runs any code a file carries. So every such file is first loaded here with `weights_only=True` (tensors and plain
+containers only); one that needs anything else is refused before pyiqa sees it, so its code never runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import pickle
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +30,44 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["MissingWeightsError", "WeightFile", "offline_loading", "required_files", "resolve_weights"]
+__all__ = ["MissingWeightsError", "UnsafeWeightsError", "WeightFile", "offline_loading", "required_files",
+           "resolve_weights"]  # fmt: skip
+
+# Files pyiqa unpickles without restriction (its own .pth checkpoints); .mat and .safetensors carry no code.
+_PICKLED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
 
 class MissingWeightsError(RuntimeError):
     """A metric's weight file is not on this machine; the message says which, for which metric, and where to put it."""
+
+
+class UnsafeWeightsError(MissingWeightsError):
+    """A metric's weight file that would run code when loaded (or cannot be read); it is refused, never loaded."""
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_data_check(path: str, size: int, mtime_ns: int) -> str | None:
+    """None if the pickle at `path` loads with weights_only=True, else why not (size and mtime key the cache)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names what the restricted unpickler refused on a line of its message: "Unsupported global: ..."
+        refused = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        if refused:
+            return f"loading it would run code from the file ({refused[0].rstrip('.')})"
+        return "not a readable PyTorch weights file (its pickle is not plain data)"
+    except Exception as err:  # a truncated or foreign file: torch raises RuntimeError, EOFError, ...
+        return f"not a readable PyTorch weights file ({type(err).__name__}: {str(err).strip().splitlines()[0]})"
+    return None
+
+
+def check_plain_data(metric: str, path: Path) -> None:
+    """Refuse a pickled weight file that holds more than tensors and plain containers."""
+    stat = path.stat()
+    problem = _plain_data_check(str(path), stat.st_size, stat.st_mtime_ns)
+    if problem:
+        raise UnsafeWeightsError(f"metric {metric!r}: {path}: refused, {problem}; use the metric's official "
+                                 "checkpoint")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,6 +182,10 @@ def resolve_weights(metric: str, search_dirs: Sequence[Path] = (), override: Pat
             f"metric {metric!r} cannot be built offline: {len(missing)} weight file(s) missing "
             f"(searched: --weights folders {searched}, and the library caches)\n" + "\n".join(missing)
         )
+    for file in files:
+        path = found[file.name]
+        if file.cache == "pyiqa" and path.is_file() and path.suffix.lower() in _PICKLED_SUFFIXES:
+            check_plain_data(metric, path)
     return found
 
 
