@@ -24,7 +24,7 @@ namespace {
 const char* const kUsage =
     "usage: strsr-infer IN -o OUT --engine-dir DIR [--tile N] [--overlap N] [--seed N]\n"
     "                   [--rounding floor|nearest] [--backend auto|onnxruntime|tensorrt]\n"
-    "                   [--device auto|cpu|cuda[:N]] [--threads N] [--cuda-graph] [--timing]\n"
+    "                   [--device auto|cpu|cuda[:N]] [--threads N] [--cuda-graph] [--verify] [--timing]\n"
     "\n"
     "  IN                 PNG or JPEG image (8 or 16 bit; grey, RGB, with or without alpha)\n"
     "  -o, --output OUT   output file, .png or .jpg (16-bit sources give 16-bit PNG)\n"
@@ -38,6 +38,7 @@ const char* const kUsage =
     "                     or nearest\n"
     "  --threads N        ONNX Runtime CPU threads (default: its own choice)\n"
     "  --cuda-graph       TensorRT: replay a CUDA graph for repeated tile shapes\n"
+    "  --verify           check every export file's sha256 against the manifest (sizes are always checked)\n"
     "  --timing           print the load and upscale times to stderr\n";
 
 struct Args {
@@ -116,6 +117,8 @@ int parse(int argc, char** argv, Args& args) {
             else return usage_error("unknown device '" + v + "' (auto, cpu, cuda, cuda:N)");
         } else if (arg == "--cuda-graph") {
             args.options.cuda_graph = 1;
+        } else if (arg == "--verify") {
+            args.options.verify = 1;
         } else if (arg == "--timing") {
             args.timing = true;
         } else if (!arg.empty() && arg[0] == '-') {

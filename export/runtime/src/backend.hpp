@@ -19,6 +19,7 @@ struct BackendOptions {
     int intra_op_threads = 0;
     bool cuda_graph = false;
     int max_contexts = 2;
+    bool verify_files = false;  // check the sha256 of the files the backend opens beyond read_manifest's (engines)
 };
 
 class Backend {

@@ -70,6 +70,7 @@ void strsr_options_init(strsr_options* options) {
     options->overlap = -1;
     options->rounding = STRSR_ROUNDING_FLOOR;
     options->seed = 0;
+    options->verify = 0;
 }
 
 strsr_status strsr_session_create(const char* engine_dir, const strsr_options* options, strsr_session** session) {

@@ -1,10 +1,12 @@
 #include "manifest.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "error.hpp"
+#include "sha256.hpp"
 
 namespace strsr {
 namespace {
@@ -32,14 +34,21 @@ public:
         return value.get<std::string>();
     }
 
-    // A file inside the export folder: a plain relative path that cannot climb out of it.
+    // A file inside the export folder: a plain relative path that cannot climb out of it (the rules of
+    // strsr/manifest.py's `inside`; symlinks are resolved when the file is checked, in verified_file).
     std::string file(const json& object, const std::string& parent, const std::string& name) const {
-        const std::string value = string(object, parent, name);
-        const std::filesystem::path path(value);
-        if (value.empty() || path.is_absolute()) fail(join(parent, name), "must be a relative file name");
-        for (const auto& part : path)
-            if (part == "..") fail(join(parent, name), "must not leave the export folder (" + value + ")");
-        return value;
+        return file_name(field(object, parent, name), join(parent, name));
+    }
+
+    std::string file_name(const json& value, const std::string& key) const {
+        if (!value.is_string()) fail(key, "must be a file name, got " + value.dump());
+        const std::string name = value.get<std::string>();
+        const std::filesystem::path path(name);
+        if (name.empty() || path.is_absolute()) fail(key, "must be a relative file name");
+        bool leaves = name.find('\\') != std::string::npos || path.begin()->string().find(':') != std::string::npos;
+        for (const auto& part : path) leaves = leaves || part == "..";
+        if (leaves) fail(key, "must not leave the export folder (" + name + ")");
+        return name;
     }
 
     int positive_int(const json& object, const std::string& parent, const std::string& name) const {
@@ -60,6 +69,11 @@ public:
         const json& g = object(graphs, "graphs", stage);
         GraphInfo info;
         info.file = file(g, key, "file");
+        if (g.contains("external_data")) {
+            const json& extra = g.at("external_data");
+            if (!extra.is_array()) fail(key + ".external_data", "must be a list of file names");
+            for (const json& name : extra) info.external_data.push_back(file_name(name, key + ".external_data"));
+        }
         for (const auto& [name, shape] : object(g, key, "inputs").items()) {
             const std::string input_key = key + ".inputs." + name;
             if (!shape.is_array() || shape.empty()) fail(input_key, "must be a non-empty list of dimensions");
@@ -97,6 +111,44 @@ void require_input(const Parser& p, const GraphInfo& graph, const std::string& s
     if (it->second.size() != rank)
         p.fail("graphs." + stage + ".inputs." + name,
                "must have rank " + std::to_string(rank) + ", got " + std::to_string(it->second.size()));
+}
+
+// Every file the manifest names, as strsr/manifest.py's referenced_files describes it: {name, what}.
+std::vector<std::pair<std::string, std::string>> referenced_files(const Manifest& m) {
+    std::vector<std::pair<std::string, std::string>> files;
+    for (const char* stage : kStages) {
+        const GraphInfo& graph = m.graphs.at(stage);
+        files.emplace_back(graph.file, "graph '" + std::string(stage) + "'");
+        for (const std::string& extra : graph.external_data)
+            files.emplace_back(extra, "graph '" + std::string(stage) + "' external data");
+    }
+    if (!m.condition_file.empty()) files.emplace_back(m.condition_file, "conditioning file");
+    if (m.tensorrt)
+        for (const auto& [stage, engine] : m.tensorrt->engines) files.emplace_back(engine, "TensorRT engine '" + stage + "'");
+    return files;
+}
+
+// "files": {name: {"bytes": N, "sha256": hex}}; each named file needs a record with its size.
+std::map<std::string, FileRecord> file_records(const Parser& p, const json& root, const Manifest& m) {
+    const auto section = root.find("files");
+    if (section == root.end() || !section->is_object())
+        p.fail("", "no file records (made by an older strsr-export: re-export with --force)");
+    std::map<std::string, FileRecord> records;
+    for (const auto& [name, what] : referenced_files(m)) {
+        const auto it = section->find(name);
+        const bool sized = it != section->end() && it->is_object() && it->contains("bytes") &&
+                           it->at("bytes").is_number_unsigned();
+        if (!sized) p.fail("", what + " '" + name + "' has no size and hash record");
+        FileRecord record;
+        record.bytes = it->at("bytes").get<uint64_t>();
+        if (it->contains("sha256") && it->at("sha256").is_string()) record.sha256 = it->at("sha256").get<std::string>();
+        records[name] = record;
+    }
+    return records;
+}
+
+bool within(const std::filesystem::path& root, const std::filesystem::path& path) {
+    return std::mismatch(root.begin(), root.end(), path.begin(), path.end()).first == root.end();
 }
 
 }  // namespace
@@ -178,6 +230,7 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
                 p.file(p.object(engines, "tensorrt.engines", stage), "tensorrt.engines." + std::string(stage), "file");
         m.tensorrt = std::move(info);
     }
+    m.files = file_records(p, root, m);
     m.text = text;
     return m;
 }
@@ -194,7 +247,7 @@ std::string read_file(const std::filesystem::path& path) {
     return buffer.str();
 }
 
-Manifest read_manifest(const std::filesystem::path& dir) {
+Manifest read_manifest(const std::filesystem::path& dir, bool verify_hashes) {
     std::error_code ec;
     if (!std::filesystem::is_directory(dir, ec))
         throw Error(STRSR_ERROR_IO, dir.string() + ": no such export folder (run strsr-export first)");
@@ -202,14 +255,43 @@ Manifest read_manifest(const std::filesystem::path& dir) {
     if (!std::filesystem::exists(path, ec))
         throw Error(STRSR_ERROR_IO, path.string() + ": no export manifest (run strsr-export first)");
     Manifest m = parse_manifest(read_file(path), path.string());
-    std::vector<std::string> files;
-    if (!m.condition_file.empty()) files.push_back(m.condition_file);
-    for (const auto& [stage, graph] : m.graphs) files.push_back(graph.file);
+    // What every backend opens; TensorRT engines are checked by the TensorRT backend, which alone opens them.
+    std::vector<std::pair<std::string, std::string>> files;
+    for (const auto& file : referenced_files(m))
+        if (file.second.rfind("TensorRT", 0) != 0) files.push_back(file);
     std::string missing;
-    for (const std::string& f : files)
-        if (!std::filesystem::is_regular_file(dir / f, ec)) missing += (missing.empty() ? "" : ", ") + f;
+    for (const auto& [name, what] : files)
+        if (!std::filesystem::is_regular_file(dir / name, ec)) missing += (missing.empty() ? "" : ", ") + name;
     if (!missing.empty()) throw Error(STRSR_ERROR_IO, dir.string() + ": manifest lists missing files: " + missing);
+    for (const auto& [name, what] : files) verified_file(dir, m, name, what, verify_hashes);
     return m;
+}
+
+std::filesystem::path verified_file(const std::filesystem::path& dir, const Manifest& manifest, const std::string& name,
+                                    const std::string& what, bool verify_hashes) {
+    const std::string where = (dir / "manifest.json").string();
+    const auto record = manifest.files.find(name);
+    if (record == manifest.files.end())
+        throw Error(STRSR_ERROR_MANIFEST, where + ": " + what + " '" + name + "' has no size and hash record");
+    const std::filesystem::path path = dir / name;
+    std::error_code root_error, path_error;
+    const std::filesystem::path root = std::filesystem::weakly_canonical(dir, root_error);
+    const std::filesystem::path resolved = std::filesystem::weakly_canonical(path, path_error);
+    if (root_error || path_error || !within(root, resolved))
+        throw Error(STRSR_ERROR_MANIFEST, where + ": " + what + " '" + name + "' is a link that leaves the export folder");
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec))
+        throw Error(STRSR_ERROR_IO, dir.string() + ": " + what + " " + name + " is missing");
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (ec) throw Error(STRSR_ERROR_IO, path.string() + ": cannot read its size (" + ec.message() + ")");
+    if (size != record->second.bytes)
+        throw Error(STRSR_ERROR_MANIFEST, path.string() + ": " + std::to_string(size) + " bytes, the manifest says " +
+                                              std::to_string(record->second.bytes) +
+                                              " (truncated or replaced; re-export)");
+    if (verify_hashes && file_sha256(path) != record->second.sha256)
+        throw Error(STRSR_ERROR_MANIFEST,
+                    path.string() + ": sha256 differs from the manifest's (corrupt or replaced; re-export)");
+    return path;
 }
 
 }  // namespace strsr

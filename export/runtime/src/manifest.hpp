@@ -1,5 +1,11 @@
 // manifest.json of an `strsr-export` folder (format strsr.export.v1, written by strsr/manifest.py and
 // export/cli.py), parsed and validated up front so a bad folder fails with the key at fault named.
+//
+// The folder may come from someone else, so it is hostile input, read by strsr/manifest.py's rules: every file name
+// stays inside the folder (no absolute path, backslash, drive, `..`, or symlink that resolves outside), every file
+// the runtime opens is listed in "files" with {"bytes", "sha256"}, its size is checked before it is opened and its
+// sha256 when asked (strsr_options.verify, strsr-infer --verify). A manifest without "files" predates the records
+// and is refused.
 #pragma once
 
 #include <array>
@@ -24,6 +30,7 @@ struct Dim {
 
 struct GraphInfo {
     std::string file;
+    std::vector<std::string> external_data;  // files beside the graph holding its weights (ONNX Runtime opens them)
     std::map<std::string, std::vector<Dim>> inputs;
     std::vector<std::string> outputs;
 };
@@ -43,6 +50,12 @@ struct LatentInfo {
     int vae_scale = 1;
 };
 
+// What "files" records of one file: its size (checked always) and sha256 (checked when verifying).
+struct FileRecord {
+    uint64_t bytes = 0;
+    std::string sha256;  // lowercase hex as hashlib writes it; may be empty, which no file matches
+};
+
 struct Manifest {
     std::string format;
     std::string preset;
@@ -57,14 +70,22 @@ struct Manifest {
     LatentInfo latent;                  // "latent" section; absent or null in older exports: the mode
     std::map<std::string, GraphInfo> graphs;
     std::optional<TensorRtInfo> tensorrt;
+    std::map<std::string, FileRecord> files;  // a record for every file named above (others are ignored)
     std::string text;  // the JSON as read, for strsr_session_manifest()
 };
 
 // Parse and validate manifest text; `source` names it in errors. Throws Error(STRSR_ERROR_MANIFEST).
 Manifest parse_manifest(const std::string& text, const std::string& source);
 
-// <dir>/manifest.json, parsed; also checks that every file it names exists. Throws Error (IO or MANIFEST).
-Manifest read_manifest(const std::filesystem::path& dir);
+// <dir>/manifest.json, parsed; every graph, its external data and the condition file are checked with
+// verified_file (all missing ones named in one IO error). Throws Error (IO or MANIFEST).
+Manifest read_manifest(const std::filesystem::path& dir, bool verify_hashes = false);
+
+// `dir / name` for a file the manifest names (`what`, e.g. "graph 'vae_encoder'", names it in errors), checked before
+// anything opens it: inside `dir` after resolving symlinks, a regular file, of the size "files" records and, when
+// `verify_hashes`, of its sha256. Throws Error(STRSR_ERROR_IO) if it is missing, else Error(STRSR_ERROR_MANIFEST).
+std::filesystem::path verified_file(const std::filesystem::path& dir, const Manifest& manifest, const std::string& name,
+                                    const std::string& what, bool verify_hashes);
 
 // The whole contents of a file; throws Error(STRSR_ERROR_IO) naming the path.
 std::string read_file(const std::filesystem::path& path);

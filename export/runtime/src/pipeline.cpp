@@ -35,6 +35,7 @@ std::unique_ptr<Backend> make_backend(const std::filesystem::path& dir, const Ma
     options.intra_op_threads = o.intra_op_threads;
     options.cuda_graph = o.cuda_graph != 0;
     options.max_contexts = o.max_contexts > 0 ? o.max_contexts : 2;
+    options.verify_files = o.verify != 0;
     switch (o.backend) {
         case STRSR_BACKEND_ONNXRUNTIME: return make_onnxruntime_backend(dir, manifest, condition, options);
         case STRSR_BACKEND_TENSORRT: return make_tensorrt_backend(dir, manifest, condition, options);
@@ -50,7 +51,7 @@ std::unique_ptr<Backend> make_backend(const std::filesystem::path& dir, const Ma
 }  // namespace
 
 Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options& options)
-    : manifest_(read_manifest(engine_dir)), seed_(options.seed) {
+    : manifest_(read_manifest(engine_dir, options.verify != 0)), seed_(options.seed) {
     const int multiple = manifest_.pixel_multiple;
     tile_ = options.tile == 0 ? manifest_.tile : options.tile;
     overlap_ = options.overlap == -1 ? kDefaultOverlap : options.overlap;

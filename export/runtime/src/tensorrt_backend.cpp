@@ -167,7 +167,8 @@ public:
             Engine& e = engines_[i];
             e.stage = kStages[i];
             e.file = manifest.tensorrt->engines.at(e.stage);
-            const std::string blob = read_file(dir / e.file);
+            const std::string blob = read_file(
+                verified_file(dir, manifest, e.file, "TensorRT engine '" + e.stage + "'", options.verify_files));
             e.engine.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
             if (!e.engine)
                 throw Error(STRSR_ERROR_BACKEND, (dir / e.file).string() + ": TensorRT cannot load the engine (" +

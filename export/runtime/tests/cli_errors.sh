@@ -32,6 +32,19 @@ expect 2 "--seed needs a non-negative integer" "$data/inputs/odd.png" -o "$tmp/o
     --seed -1
 expect 2 "unknown rounding 'round'" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$data/export" \
     --rounding round
+cp -r "$data/export" "$tmp/corrupt"  # one byte of a graph changed, its size kept: only --verify finds it
+python - "$tmp/corrupt/vae_decoder.onnx" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(-1, 2)
+    last = f.read(1)[0]
+    f.seek(-1, 2)
+    f.write(bytes([last ^ 0x55]))
+PY
+expect 2 "vae_decoder.onnx: sha256 differs from the manifest's" "$data/inputs/odd.png" -o "$tmp/o.png" \
+    --engine-dir "$tmp/corrupt" --verify
+printf 'x' >> "$tmp/corrupt/dit_onestep.onnx"
+expect 2 "bytes, the manifest says" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$tmp/corrupt"
 expect 2 "--engine-dir is required" "$data/inputs/odd.png" -o "$tmp/o.png"
 expect 2 "unknown option --bogus" --bogus
 [[ ! -e $tmp/o.png ]] || { echo "FAILED: a failed run left $tmp/o.png"; failures=$((failures + 1)); }

@@ -6,7 +6,8 @@ mode, for the C++ runtime's noise path (no named preset has a small KL VAE, so s
 
 The DiT passes the state through (plus 0 x the mean of the condition, so that input is used) and the decoder is
 DepthToSpace(state, 4): the output is the encoder's image plus the noise laid out as pixels, so a test can check
-every draw exactly. Usage: python make_sampling_export.py DIR
+every draw exactly. Each manifest records its files' sizes and sha256 as strsr-export does (strsr.manifest).
+Usage: python make_sampling_export.py DIR
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 from safetensors.numpy import save_file
+
+from strsr.manifest import file_record, referenced_files
 
 CHANNELS, SCALE, CONDITION_WIDTH = 48, 4, 8
 OPSET = 17
@@ -94,7 +97,10 @@ def write_export(out: Path, samples: bool) -> None:
     save(dit(), out / "dit_onestep.onnx")
     save(decoder(), out / "vae_decoder.onnx")
     save_file({"condition": np.zeros((1, 2, CONDITION_WIDTH), np.float32)}, out / "condition.safetensors")
-    (out / "manifest.json").write_text(json.dumps(manifest(samples), indent=2))
+    content = manifest(samples)
+    # every file recorded with its size and sha256, as strsr-export records them
+    content["files"] = {name: file_record(out / name) for name in referenced_files(out, content)}
+    (out / "manifest.json").write_text(json.dumps(content, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

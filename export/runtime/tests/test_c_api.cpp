@@ -13,18 +13,12 @@ namespace {
 
 bool has(const char* message, const char* needle) { return std::strstr(message, needle) != nullptr; }
 
-// A folder that passes manifest and condition checks; its graphs are not ONNX, so backends refuse them.
+// A folder that passes manifest and condition checks; its graphs are not ONNX, so backends refuse them. Its files
+// are recorded with their sizes (and no sha256, so `verify` refuses them).
 std::filesystem::path fake_export(int condition_width) {
     const std::filesystem::path dir = std::filesystem::temp_directory_path() / "strsr_test_c_api";
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    std::ofstream(dir / "manifest.json") << R"({"format": "strsr.export.v1", "preset": "tiny", "precision": "fp32",
-      "opset": 20, "family": "flux2", "t1": 0.8, "pixel_multiple": 8, "tile": 128,
-      "condition_file": "condition.safetensors", "graphs": {
-      "vae_encoder": {"file": "e.onnx", "inputs": {"image": ["b", 3, "h", "w"]}, "outputs": ["state"]},
-      "dit_onestep": {"file": "d.onnx", "inputs": {"state": ["b", 192, "h", "w"], "condition": ["b", "l", 64]},
-                      "outputs": ["z0"]},
-      "vae_decoder": {"file": "v.onnx", "inputs": {"state": ["b", 192, "h", "w"]}, "outputs": ["image"]}}})";
     for (const char* f : {"e.onnx", "d.onnx", "v.onnx"}) std::ofstream(dir / f) << "not an onnx graph";
     const std::string header = R"({"condition":{"dtype":"F32","shape":[1,2,)" + std::to_string(condition_width) +
                                R"(],"data_offsets":[0,)" + std::to_string(8 * condition_width) + "]}}";
@@ -32,6 +26,15 @@ std::filesystem::path fake_export(int condition_width) {
     file[0] = char(header.size());
     file += header + std::string(size_t(8 * condition_width), '\0');
     std::ofstream(dir / "condition.safetensors", std::ios::binary) << file;
+    std::ofstream(dir / "manifest.json") << R"({"format": "strsr.export.v1", "preset": "tiny", "precision": "fp32",
+      "opset": 20, "family": "flux2", "t1": 0.8, "pixel_multiple": 8, "tile": 128,
+      "condition_file": "condition.safetensors", "graphs": {
+      "vae_encoder": {"file": "e.onnx", "inputs": {"image": ["b", 3, "h", "w"]}, "outputs": ["state"]},
+      "dit_onestep": {"file": "d.onnx", "inputs": {"state": ["b", 192, "h", "w"], "condition": ["b", "l", 64]},
+                      "outputs": ["z0"]},
+      "vae_decoder": {"file": "v.onnx", "inputs": {"state": ["b", 192, "h", "w"]}, "outputs": ["image"]}},
+      "files": {"e.onnx": {"bytes": 17}, "d.onnx": {"bytes": 17}, "v.onnx": {"bytes": 17},
+                "condition.safetensors": {"bytes": )" + std::to_string(file.size()) + "}}}";
     return dir;
 }
 
@@ -110,6 +113,30 @@ TEST(unloadable_graphs_are_a_backend_error) {
     options.backend = strsr_backend(42);
     CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
     CHECK(has(strsr_last_error(), "unknown backend 42"));
+    std::filesystem::remove_all(dir);
+}
+
+// Sizes are checked before any backend opens a file; sha256 only with `verify`; no "files": an older export.
+TEST(export_files_are_checked_against_their_records) {
+    const std::filesystem::path dir = fake_export(64);
+    strsr_session* session = nullptr;
+    strsr_options options;
+    strsr_options_init(&options);
+    options.verify = 1;
+    CHECK_EQ(strsr_session_create(dir.c_str(), &options, &session), STRSR_ERROR_MANIFEST);
+    CHECK(has(strsr_last_error(), "e.onnx: sha256 differs from the manifest's (corrupt or replaced; re-export)"));
+    std::ofstream(dir / "d.onnx", std::ios::app) << "!";
+    CHECK_EQ(strsr_session_create(dir.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
+    CHECK(has(strsr_last_error(), "d.onnx: 18 bytes, the manifest says 17 (truncated or replaced; re-export)"));
+    std::string manifest = [&] {
+        std::ifstream in(dir / "manifest.json");
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    manifest.replace(manifest.find("\"files\""), 7, "\"filez\"");
+    std::ofstream(dir / "manifest.json") << manifest;
+    CHECK_EQ(strsr_session_create(dir.c_str(), nullptr, &session), STRSR_ERROR_MANIFEST);
+    CHECK(has(strsr_last_error(), "manifest.json: no file records (made by an older strsr-export: re-export with --force)"));
+    CHECK(session == nullptr);
     std::filesystem::remove_all(dir);
 }
 

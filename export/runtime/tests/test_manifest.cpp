@@ -25,8 +25,21 @@ const char* const kManifest = R"({
     "vae_decoder": {"file": "vae_decoder.onnx", "inputs": {"state": ["batch", 192, "state_height", "state_width"]},
                     "outputs": ["image"]}
   },
-  "tools": {"strsr": "0.1.0"}
+  "tools": {"strsr": "0.1.0"},
+  "files": {
+    "vae_encoder.onnx": {"bytes": 1, "sha256": "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea"},
+    "dit_onestep.onnx": {"bytes": 1, "sha256": "18ac3e7343f016890c510e93f935261169d9e3f565436429830faf0934f4f8e4"},
+    "vae_decoder.onnx": {"bytes": 1, "sha256": "4c94485e0c21ae6c41ce1dfe7b6bfaceea5ab68e40a2476f50208e526f506080"},
+    "condition.safetensors": {"bytes": 1,
+                              "sha256": "2e7d2c03a9507ae265ecf5b5356885a53393a2029d241394997265a1a25aefc6"}}
 })";
+
+// The one-byte files whose sizes and sha256 kManifest records.
+void write_export_files(const std::filesystem::path& dir) {
+    const std::pair<const char*, const char*> files[] = {
+        {"vae_encoder.onnx", "e"}, {"dit_onestep.onnx", "d"}, {"vae_decoder.onnx", "v"}, {"condition.safetensors", "c"}};
+    for (const auto& [name, content] : files) std::ofstream(dir / name) << content;
+}
 
 std::string replaced(std::string text, const std::string& from, const std::string& to) {
     const size_t at = text.find(from);
@@ -94,8 +107,10 @@ TEST(malformed_manifests_name_the_problem) {
 TEST(conditioning_section) {
     const strsr::Manifest old_style = parse(kManifest);
     CHECK(old_style.conditioning == "none" && old_style.condition_file == "condition.safetensors");
-    const std::string text_mode = replaced(kManifest, "\"condition_file\": \"condition.safetensors\",",
-                                           "\"conditioning\": {\"mode\": \"text\", \"file\": \"text.safetensors\"},");
+    const std::string text_mode =
+        replaced(replaced(kManifest, "\"condition_file\": \"condition.safetensors\",",
+                          "\"conditioning\": {\"mode\": \"text\", \"file\": \"text.safetensors\"},"),
+                 "\"condition.safetensors\": {\"bytes\"", "\"text.safetensors\": {\"bytes\"");
     const strsr::Manifest m = parse(text_mode);
     CHECK(m.conditioning == "text" && m.condition_file == "text.safetensors");
     const strsr::Manifest vlm = parse(replaced(kManifest, "\"condition_file\": \"condition.safetensors\",",
@@ -142,7 +157,13 @@ TEST(tensorrt_section) {
         "\"tensorrt\": {\"version\": \"10.7.0\", \"compute_capability\": \"9.0\", \"engines\": "
         "{\"vae_encoder\": {\"file\": \"e.plan\"}, \"dit_onestep\": {\"file\": \"d.plan\"}, "
         "\"vae_decoder\": {\"file\": \"v.plan\"}}},";
-    const strsr::Manifest m = parse(replaced(kManifest, "\"graphs\": {", engines + "\"graphs\": {"));
+    const std::string records = "\"files\": {\"e.plan\": {\"bytes\": 9}, \"d.plan\": {\"bytes\": 9}, \"v.plan\": {\"bytes\": 9}, ";
+    const std::string with_engines = replaced(replaced(kManifest, "\"graphs\": {", engines + "\"graphs\": {"),
+                                              "\"files\": {", records);
+    const strsr::Manifest m = parse(with_engines);
+    CHECK_EQ(m.files.at("d.plan").bytes, 9u);
+    CHECK_ERROR(parse(replaced(with_engines, "\"d.plan\": {\"bytes\": 9}, ", "")), STRSR_ERROR_MANIFEST,
+                "m.json: TensorRT engine 'dit_onestep' 'd.plan' has no size and hash record");
     CHECK(m.tensorrt.has_value() && m.tensorrt->version == "10.7.0" && m.tensorrt->engines.at("dit_onestep") == "d.plan");
     CHECK_ERROR(parse(replaced(kManifest, "\"graphs\": {", "\"tensorrt\": {\"version\": \"10\"}, \"graphs\": {")),
                 STRSR_ERROR_MANIFEST, "'tensorrt.compute_capability' is missing");
@@ -155,12 +176,96 @@ TEST(read_manifest_checks_the_folder) {
     std::filesystem::create_directories(dir);
     CHECK_ERROR(strsr::read_manifest(dir), STRSR_ERROR_IO, "manifest.json: no export manifest");
     std::ofstream(dir / "manifest.json") << kManifest;
-    std::ofstream(dir / "vae_encoder.onnx") << "x";
+    std::ofstream(dir / "vae_encoder.onnx") << "e";
     CHECK_ERROR(strsr::read_manifest(dir), STRSR_ERROR_IO,
-                "manifest lists missing files: condition.safetensors, dit_onestep.onnx, vae_decoder.onnx");
-    for (const char* f : {"condition.safetensors", "dit_onestep.onnx", "vae_decoder.onnx"}) std::ofstream(dir / f) << "x";
+                "manifest lists missing files: dit_onestep.onnx, vae_decoder.onnx, condition.safetensors");
+    write_export_files(dir);
     CHECK_EQ(strsr::read_manifest(dir).tile, 1024);
+    CHECK_EQ(strsr::read_manifest(dir, true).tile, 1024);
     std::filesystem::remove_all(dir);
+}
+
+// strsr/manifest.py's verify_files: every file the runtime opens has a size record, checked always; its sha256 is
+// checked when asked; a manifest from before the records is refused.
+TEST(file_records_are_required_and_checked) {
+    const strsr_status M = STRSR_ERROR_MANIFEST;
+    const std::string without = std::string(kManifest).substr(0, std::string(kManifest).find(",\n  \"files\"")) + "\n}";
+    CHECK_ERROR(parse(without), M, "m.json: no file records (made by an older strsr-export: re-export with --force)");
+    CHECK_ERROR(parse(replaced(kManifest, "\"files\": {", "\"files\": [], \"x\": {")), M, "no file records");
+    CHECK_ERROR(parse(replaced(kManifest, "\"vae_decoder.onnx\": {\"bytes\": 1", "\"vae_decoder.onnx\": {\"size\": 1")), M,
+                "m.json: graph 'vae_decoder' 'vae_decoder.onnx' has no size and hash record");
+    CHECK_ERROR(parse(replaced(kManifest, "\"condition.safetensors\": {\"bytes\": 1", "\"condition.safetensors\": {\"bytes\": -1")),
+                M, "conditioning file 'condition.safetensors' has no size and hash record");
+    CHECK_ERROR(parse(replaced(kManifest, "\"dit_onestep.onnx\": {\"bytes\": 1", "\"dit_onestep.onnx\": {\"bytes\": \"1\"")),
+                M, "graph 'dit_onestep' 'dit_onestep.onnx' has no size and hash record");
+
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / "strsr_test_file_records";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "manifest.json") << kManifest;
+    write_export_files(dir);
+    std::ofstream(dir / "dit_onestep.onnx") << "dd";  // truncated or replaced: the size differs
+    CHECK_ERROR(strsr::read_manifest(dir), M, "dit_onestep.onnx: 2 bytes, the manifest says 1 (truncated or replaced; re-export)");
+    std::ofstream(dir / "dit_onestep.onnx") << "x";  // the same size, other bytes: only the hash tells
+    CHECK_EQ(strsr::read_manifest(dir).tile, 1024);
+    CHECK_ERROR(strsr::read_manifest(dir, true), M,
+                "dit_onestep.onnx: sha256 differs from the manifest's (corrupt or replaced; re-export)");
+    std::filesystem::remove_all(dir);
+}
+
+// ONNX external data files are opened by ONNX Runtime beside the graph: named in the manifest, recorded and checked.
+TEST(external_data_is_recorded_and_checked) {
+    const std::string text = replaced(replaced(kManifest, "\"file\": \"dit_onestep.onnx\",",
+                                               "\"file\": \"dit_onestep.onnx\", \"external_data\": [\"dit.data\"],"),
+                                      "\"files\": {", "\"files\": {\"dit.data\": {\"bytes\": 3}, ");
+    const strsr::Manifest m = parse(text);
+    CHECK(m.graphs.at("dit_onestep").external_data == std::vector<std::string>({"dit.data"}));
+    CHECK_ERROR(parse(replaced(text, "\"dit.data\": {\"bytes\": 3}, ", "")), STRSR_ERROR_MANIFEST,
+                "graph 'dit_onestep' external data 'dit.data' has no size and hash record");
+    CHECK_ERROR(parse(replaced(text, "[\"dit.data\"]", "[\"../dit.data\"]")), STRSR_ERROR_MANIFEST,
+                "'graphs.dit_onestep.external_data' must not leave the export folder (../dit.data)");
+    CHECK_ERROR(parse(replaced(text, "[\"dit.data\"]", "\"dit.data\"")), STRSR_ERROR_MANIFEST,
+                "'graphs.dit_onestep.external_data' must be a list of file names");
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / "strsr_test_external_data";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "manifest.json") << text;
+    write_export_files(dir);
+    CHECK_ERROR(strsr::read_manifest(dir), STRSR_ERROR_IO, "manifest lists missing files: dit.data");
+    std::ofstream(dir / "dit.data") << "abcd";
+    CHECK_ERROR(strsr::read_manifest(dir), STRSR_ERROR_MANIFEST, "dit.data: 4 bytes, the manifest says 3");
+    std::ofstream(dir / "dit.data") << "abc";
+    CHECK(strsr::read_manifest(dir).graphs.at("dit_onestep").external_data.size() == 1);
+    std::filesystem::remove_all(dir);
+}
+
+// A name may not climb out (absolute, .., a backslash or a drive) and a symlink inside may not lead out.
+TEST(files_stay_inside_the_export_folder) {
+    const strsr_status M = STRSR_ERROR_MANIFEST;
+    CHECK_ERROR(parse(replaced(kManifest, "\"file\": \"vae_encoder.onnx\"", "\"file\": \"..\\\\x.onnx\"")), M,
+                "'graphs.vae_encoder.file' must not leave the export folder");
+    CHECK_ERROR(parse(replaced(kManifest, "\"file\": \"vae_encoder.onnx\"", "\"file\": \"C:x.onnx\"")), M,
+                "'graphs.vae_encoder.file' must not leave the export folder");
+    CHECK_ERROR(parse(replaced(kManifest, "\"file\": \"vae_encoder.onnx\"", "\"file\": 123")), M,
+                "'graphs.vae_encoder.file' must be a file name, got 123");
+    CHECK_ERROR(parse(replaced(kManifest, "\"condition_file\": \"condition.safetensors\"", "\"condition_file\": \"a/../../c\"")),
+                M, "'condition_file' must not leave the export folder");
+    const std::filesystem::path root = std::filesystem::temp_directory_path() / "strsr_test_links";
+    const std::filesystem::path dir = root / "export";
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(dir / "sub");
+    std::ofstream(dir / "manifest.json") << kManifest;
+    write_export_files(dir);
+    std::ofstream(root / "outside.onnx") << "d";  // the right size and even the right hash, but not in the folder
+    std::filesystem::remove(dir / "dit_onestep.onnx");
+    std::filesystem::create_symlink("../outside.onnx", dir / "dit_onestep.onnx");
+    CHECK_ERROR(strsr::read_manifest(dir), M,
+                "manifest.json: graph 'dit_onestep' 'dit_onestep.onnx' is a link that leaves the export folder");
+    std::filesystem::remove(dir / "dit_onestep.onnx");
+    std::filesystem::rename(root / "outside.onnx", dir / "sub" / "inside.onnx");
+    std::filesystem::create_symlink("sub/inside.onnx", dir / "dit_onestep.onnx");  // a link within the folder is fine
+    CHECK_EQ(strsr::read_manifest(dir, true).tile, 1024);
+    std::filesystem::remove_all(root);
 }
 
 TEST(condition_safetensors_parses) {

@@ -155,15 +155,42 @@ TEST(manifest_mismatches_are_refused) {
     std::tie(status, message) = variant("\"z0\"", "\"z1\"");
     CHECK_EQ(status, STRSR_ERROR_MANIFEST);
     CHECK(message.find("graph output is 'z0', the manifest says 'z1'") != std::string::npos);
+    std::tie(status, message) = variant("\"files\":", "\"old_files\":");
+    CHECK_EQ(status, STRSR_ERROR_MANIFEST);
+    CHECK(message.find("manifest.json: no file records (made by an older strsr-export: re-export with --force)") !=
+          std::string::npos);
     strsr_session* s = nullptr;
     std::filesystem::copy_file(data_dir / "export/manifest.json", copy / "manifest.json",
                                std::filesystem::copy_options::overwrite_existing);
     std::filesystem::remove(copy / "vae_decoder.onnx");
     CHECK_EQ(strsr_session_create(copy.c_str(), nullptr, &s), STRSR_ERROR_IO);
     CHECK(std::string(strsr_last_error()).find("manifest lists missing files: vae_decoder.onnx") != std::string::npos);
-    std::ofstream(copy / "vae_decoder.onnx") << "truncated";
-    CHECK_EQ(strsr_session_create(copy.c_str(), nullptr, &s), STRSR_ERROR_BACKEND);
-    CHECK(std::string(strsr_last_error()).find("vae_decoder.onnx: ONNX Runtime cannot load it") != std::string::npos);
+    std::ofstream(copy / "vae_decoder.onnx") << "truncated";  // refused by its size before ONNX Runtime reads it
+    CHECK_EQ(strsr_session_create(copy.c_str(), nullptr, &s), STRSR_ERROR_MANIFEST);
+    CHECK(std::string(strsr_last_error()).find("vae_decoder.onnx: 9 bytes, the manifest says") != std::string::npos);
+    CHECK(s == nullptr);
+    std::filesystem::remove_all(copy);
+}
+
+// strsr_options.verify: the sha256 of every file is checked at load; a same-size corruption is found only then.
+TEST(verify_checks_every_file_hash) {
+    const std::filesystem::path copy = std::filesystem::temp_directory_path() / "strsr_test_verify";
+    std::filesystem::remove_all(copy);
+    std::filesystem::copy(data_dir / "export", copy);
+    strsr::Options options;
+    options.verify = 1;
+    CHECK(strsr::Session(copy.string(), options).info().tile > 0);
+    {
+        std::fstream graph(copy / "vae_decoder.onnx", std::ios::in | std::ios::out | std::ios::binary);
+        graph.seekg(-1, std::ios::end);
+        const char last = char(graph.get());
+        graph.seekp(-1, std::ios::end);
+        graph.put(char(last ^ 0x55));
+    }
+    strsr_session* s = nullptr;
+    CHECK_EQ(strsr_session_create(copy.c_str(), &options, &s), STRSR_ERROR_MANIFEST);
+    CHECK(std::string(strsr_last_error()).find("vae_decoder.onnx: sha256 differs from the manifest's") !=
+          std::string::npos);
     CHECK(s == nullptr);
     std::filesystem::remove_all(copy);
 }

@@ -6,6 +6,11 @@
  * tiles at strides of tile - overlap with the last one flush with the edge, VAE encode -> one-step DiT -> VAE
  * decode per tile, the outputs blended with linspace ramps in the model's [-1, 1], clamped once and cropped.
  *
+ * The folder is read as hostile input (the rules of strsr/manifest.py): every file it names stays inside it (symlinks
+ * included), and every file the session opens must be recorded in the manifest's "files" with its size, which is
+ * checked before the file is opened, and its sha256, checked when strsr_options.verify is set. A manifest without
+ * "files" (an older strsr-export) is refused.
+ *
  * Sampling exports (manifest "latent": {"mode": "sample"}) take the VAE posterior noise as an encoder input. The
  * runtime draws it from its own generator (std::mt19937_64 and Marsaglia's polar method, see src/noise.hpp),
  * seeded with `strsr_options.seed` afresh for every image and drawn tile by tile in row-major order: the same seed
@@ -88,6 +93,9 @@ typedef struct strsr_options {
     int max_contexts;      /* TensorRT: execution contexts (concurrent calls) per session; 0: 2 */
     strsr_rounding rounding; /* float -> RGB8/RGB16 samples in strsr_upscale; default floor */
     uint64_t seed;         /* sampling exports: seeds each image's posterior noise; default 0 */
+    int verify;            /* 1: also check the sha256 of every export file against the manifest at load (reads
+                            * each file once more); 0 (default): sizes only. Either way a file the manifest does
+                            * not record, or of another size, is refused (STRSR_ERROR_MANIFEST). */
 } strsr_options;
 
 typedef struct strsr_info {
