@@ -1,8 +1,13 @@
-"""Which implementation a kernel op runs: `backend=` argument, else `use_backend()`, else STRSR_KERNEL_BACKEND.
+"""Which implementation ("kernel backend") a kernel op runs: an op's `backend=` argument, else the innermost
+`use_kernel_backend()` block, else the STRSR_KERNEL_BACKEND environment variable.
 
 Values: "auto" (default), "triton", "reference". "auto" picks Triton for CUDA tensors, or anywhere under
-TRITON_INTERPRET=1 (the CPU interpreter used by the tests), else the reference. An explicit "triton" that cannot run
-is an error, never a silent fallback. Triton is imported lazily, so `import strsr` works without it.
+TRITON_INTERPRET=1 (the CPU interpreter the tests use), else the plain-PyTorch reference. An explicit "triton" that
+cannot run is an error, never a silent fallback. Triton is imported lazily, so `import strsr` works without it.
+
+"Kernel backend" is only this choice of implementation inside `strsr.kernels`; the DiT's attention backend
+(`--attention sdpa|triton|triton-fused`), the inference runtime (`--backend torch|onnx|trt`) and the benchmark's
+backends are other things with their own names.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import os
 
 import torch
 
-BACKENDS = ("auto", "triton", "reference")
+KERNEL_BACKENDS = ("auto", "triton", "reference")
+BACKENDS = KERNEL_BACKENDS  # the name strsr.losses.fdl imports today
+KERNEL_BACKEND_ENV = "STRSR_KERNEL_BACKEND"
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("strsr_kernel_backend", default=None)
 
 
@@ -23,19 +30,19 @@ class KernelBackendError(RuntimeError):
 
 
 @contextlib.contextmanager
-def use_backend(backend: str):
-    """Run kernel ops in this block with `backend` unless a call passes its own."""
-    _check_name(backend)
-    token = _override.set(backend)
+def use_kernel_backend(kernel_backend: str):
+    """Run kernel ops in this block on `kernel_backend` unless a call passes its own."""
+    _check_name(kernel_backend)
+    token = _override.set(kernel_backend)
     try:
         yield
     finally:
         _override.reset(token)
 
 
-def _check_name(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def _check_name(kernel_backend: str) -> None:
+    if kernel_backend not in KERNEL_BACKENDS:
+        raise ValueError(f"unknown kernel backend {kernel_backend!r}; choose one of {', '.join(KERNEL_BACKENDS)}")
 
 
 def triton_available() -> bool:
@@ -46,18 +53,18 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def resolve_backend(backend: str | None, tensor: torch.Tensor) -> str:
+def resolve_kernel_backend(kernel_backend: str | None, tensor: torch.Tensor) -> str:
     """"triton" or "reference" for an op on `tensor`, following the precedence above."""
-    requested = backend or _override.get() or os.environ.get("STRSR_KERNEL_BACKEND", "auto")
+    requested = kernel_backend or _override.get() or os.environ.get(KERNEL_BACKEND_ENV, "auto")
     _check_name(requested)
     runnable = triton_available() and (tensor.is_cuda or interpreting())
     if requested == "auto":
         return "triton" if runnable else "reference"
     if requested == "triton" and not runnable:
         if not triton_available():
-            raise KernelBackendError("backend 'triton' requested but triton is not installed")
+            raise KernelBackendError("kernel backend 'triton' requested but triton is not installed")
         raise KernelBackendError(
-            f"backend 'triton' requested for a {tensor.device.type} tensor: Triton needs a CUDA device "
+            f"kernel backend 'triton' requested for a {tensor.device.type} tensor: Triton needs a CUDA device "
             "(or TRITON_INTERPRET=1 for the slow CPU interpreter)"
         )
     return requested

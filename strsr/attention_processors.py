@@ -6,6 +6,7 @@ diffusers' processor mechanism (`set_processor`; diffusers' backend registry is 
 - "triton" runs `strsr.kernels.attention` (FlashAttention-2 in Triton); with `fused_prologue` the per-head RMSNorm
   of q/k and the rotary embedding happen inside the kernel (`attention_rmsnorm_rope`);
 - "reference" runs strsr's processors on PyTorch attention (the ONNX export path: no Triton, no complex numbers).
+The processors pass "triton" or "reference" on as the kernel backend of `strsr.kernels.attention` (`kernel_backend`).
 Both compute the same function as diffusers' Flux2AttnProcessor / Flux2ParallelSelfAttnProcessor /
 ZSingleStreamAttnProcessor (tested). Z-Image's per-sample complex RoPE stays in PyTorch (no fused prologue there);
 its batch padding reaches the kernel as a key-padding mask.
@@ -32,7 +33,7 @@ def _heads_first(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2)  # (B, S, H, D) <-> (B, H, S, D)
 
 
-def _attend(query, key, value, norms, rotary, fused: bool, split: int, backend: str | None) -> torch.Tensor:
+def _attend(query, key, value, norms, rotary, fused: bool, split: int, kernel_backend: str | None) -> torch.Tensor:
     """Attention over (B, S, H, D) projections, before per-head norm and RoPE; returns (B, S, H*D).
 
     norms: ((q_text, k_text), (q_image, k_image)) RMSNorm modules for tokens [0, split) and [split, S).
@@ -43,21 +44,21 @@ def _attend(query, key, value, norms, rotary, fused: bool, split: int, backend: 
         q_w = torch.stack([q_txt.weight, q_img.weight])
         k_w = torch.stack([k_txt.weight, k_img.weight])
         out = attention_rmsnorm_rope(_heads_first(query), _heads_first(key), _heads_first(value), q_w, k_w,
-                                     cos, sin, split, q_img.eps or 1e-6, backend=backend)  # fmt: skip
+                                     cos, sin, split, q_img.eps or 1e-6, backend=kernel_backend)  # fmt: skip
     else:
         query = torch.cat([q_txt(query[:, :split]), q_img(query[:, split:])], dim=1)
         key = torch.cat([k_txt(key[:, :split]), k_img(key[:, split:])], dim=1)
         query = apply_rotary_emb(query, rotary, sequence_dim=1)
         key = apply_rotary_emb(key, rotary, sequence_dim=1)
-        out = attention(_heads_first(query), _heads_first(key), _heads_first(value), backend=backend)
+        out = attention(_heads_first(query), _heads_first(key), _heads_first(value), backend=kernel_backend)
     return _heads_first(out).flatten(2, 3)
 
 
 class KernelFlux2AttnProcessor:
     """Double-stream blocks: text and image tokens attend jointly (text first)."""
 
-    def __init__(self, fused_prologue: bool = False, backend: str | None = "triton"):
-        self.fused_prologue, self.backend = fused_prologue, backend
+    def __init__(self, fused_prologue: bool = False, kernel_backend: str | None = "triton"):
+        self.fused_prologue, self.kernel_backend = fused_prologue, kernel_backend
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
         if attention_mask is not None:
@@ -72,7 +73,7 @@ class KernelFlux2AttnProcessor:
             norms = ((attn.norm_added_q, attn.norm_added_k), (attn.norm_q, attn.norm_k))
         else:
             norms = ((attn.norm_q, attn.norm_k), (attn.norm_q, attn.norm_k))
-        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, split, self.backend).to(q.dtype)
+        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, split, self.kernel_backend).to(q.dtype)
         if encoder_hidden_states is None:
             return attn.to_out[1](attn.to_out[0](out))
         text, image = out.split_with_sizes([split, out.shape[1] - split], dim=1)
@@ -82,8 +83,8 @@ class KernelFlux2AttnProcessor:
 class KernelFlux2ParallelSelfAttnProcessor:
     """Single-stream blocks: one fused QKV + MLP-in projection, attention in parallel with the MLP."""
 
-    def __init__(self, fused_prologue: bool = False, backend: str | None = "triton"):
-        self.fused_prologue, self.backend = fused_prologue, backend
+    def __init__(self, fused_prologue: bool = False, kernel_backend: str | None = "triton"):
+        self.fused_prologue, self.kernel_backend = fused_prologue, kernel_backend
 
     def __call__(self, attn, hidden_states, attention_mask=None, image_rotary_emb=None):
         if attention_mask is not None:
@@ -93,15 +94,15 @@ class KernelFlux2ParallelSelfAttnProcessor:
         qkv, mlp = projected.split([qkv_width, projected.shape[-1] - qkv_width], dim=-1)
         q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in qkv.chunk(3, dim=-1))
         norms = ((attn.norm_q, attn.norm_k), (attn.norm_q, attn.norm_k))
-        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, 0, self.backend).to(q.dtype)
+        out = _attend(q, k, v, norms, image_rotary_emb, self.fused_prologue, 0, self.kernel_backend).to(q.dtype)
         return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
 
 
 class KernelZImageAttnProcessor:
     """Z-Image blocks: per-head RMSNorm, complex RoPE per sample, attention with the batch's key-padding mask."""
 
-    def __init__(self, backend: str | None = "triton"):
-        self.backend = backend
+    def __init__(self, kernel_backend: str | None = "triton"):
+        self.kernel_backend = kernel_backend
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, freqs_cis=None):
         q, k, v = (proj(hidden_states).unflatten(-1, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
@@ -114,7 +115,7 @@ class KernelZImageAttnProcessor:
         key_mask = None
         if attention_mask is not None:
             key_mask = attention_mask.reshape(attention_mask.shape[0], -1).bool()
-        out = attention(_heads_first(q), _heads_first(k), _heads_first(v), key_mask, backend=self.backend)
+        out = attention(_heads_first(q), _heads_first(k), _heads_first(v), key_mask, backend=self.kernel_backend)
         out = attn.to_out[0](_heads_first(out).flatten(2, 3).to(q.dtype))
         return attn.to_out[1](out) if len(attn.to_out) > 1 else out
 
@@ -134,7 +135,8 @@ def _rotate_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
 
 
 def set_attention_backend(transformer: torch.nn.Module, backend: str, *, fused_prologue: bool = False) -> None:
-    """Route a DiT's attention through diffusers' SDPA ("sdpa") or strsr's kernels ("triton")."""
+    """Route a DiT's attention through diffusers' SDPA ("sdpa") or strsr's processors: on the Triton kernels
+    ("triton") or on PyTorch attention ("reference"); the latter two are the processors' kernel backend."""
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
     if isinstance(transformer, ZImageTransformer2DModel):

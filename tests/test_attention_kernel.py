@@ -12,8 +12,9 @@ from strsr.kernels.attention import (
     attention_ref,
     attention_rmsnorm_rope,
     attention_rmsnorm_rope_ref,
+    rmsnorm_rope_ref,
 )
-from strsr.kernels.dispatch import KernelBackendError, resolve_backend, use_backend
+from strsr.kernels.dispatch import KernelBackendError, resolve_kernel_backend, use_kernel_backend
 
 pytestmark = pytest.mark.triton
 
@@ -55,9 +56,10 @@ def test_attention_forward_and_gradients(kernel_device, shape, dtype):
 
 
 def test_key_padding_mask(kernel_device):
-    q, k, v = _inputs((2, 2, 29, 32), torch.float32, kernel_device)
-    key_mask = torch.ones(2, 29, dtype=torch.bool, device=kernel_device)
+    q, k, v = _inputs((3, 2, 37, 32), torch.float32, kernel_device)
+    key_mask = torch.ones(3, 37, dtype=torch.bool, device=kernel_device)
     key_mask[1, 17:] = False  # the second sample is padded after 17 tokens
+    key_mask[2, :20] = False  # the third's padding comes first: whole key blocks of it before any valid key
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(5)).to(kernel_device)
     got = _errors(lambda q, k, v: attention(q, k, v, key_mask, backend="triton"),
                   lambda q, k, v: attention_ref(q, k, v, key_mask), (q, k, v), grad_out)  # fmt: skip
@@ -65,8 +67,75 @@ def test_key_padding_mask(kernel_device):
                    lambda q, k, v: attention_ref(q, k, v, key_mask), (q, k, v), grad_out)  # fmt: skip
     for name, g, b in zip(("out", "dq", "dk", "dv"), got, base):
         assert g <= 2 * b + 1e-5, (name, g, b)
-    dk = torch.autograd.grad(attention(q, k, v, key_mask, backend="triton"), k, grad_out)[0]
-    assert dk[1, :, 17:].abs().max() == 0  # padding keys get no gradient
+    dk, dv = torch.autograd.grad(attention(q, k, v, key_mask, backend="triton"), (k, v), grad_out)
+    assert dk[1, :, 17:].abs().max() == 0 and dv[2, :, :20].abs().max() == 0  # padding keys get no gradient
+
+
+def test_fp16_gradients_at_large_logits(kernel_device):
+    """Logits of 13-20: the scores are scaled in fp32 in the forward and the backward alike. Folding the scale into q
+    before rounding q to fp16 (while the backward rescales the unrounded q) put dV at 6.9x SDPA's error here."""
+    shape = (1, 2, 48, 64)
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(shape, generator=gen)
+    q = (1.3 * base).to(kernel_device, torch.float16).requires_grad_()
+    k = (1.3 * (base + 0.5 * torch.randn(shape, generator=gen))).to(kernel_device, torch.float16).requires_grad_()
+    v = torch.randn(shape, generator=gen).to(kernel_device, torch.float16).requires_grad_()
+    logits = q.double() @ k.double().transpose(-1, -2) / 8
+    assert 12 < logits.amax(-1).median() and logits.max() > 19
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(9)).to(kernel_device)
+    kernel = _errors(lambda *a: attention(*a, backend="triton"), attention_ref, (q, k, v), grad_out)
+    torch_err = _errors(lambda *a: attention(*a, backend="reference"), attention_ref, (q, k, v), grad_out)
+    for name, got, base_err in zip(("out", "dq", "dk", "dv"), kernel, torch_err):
+        assert got <= 2 * base_err + 1e-3, (name, got, base_err)
+
+
+def test_strided_inputs_are_not_copied(kernel_device):
+    """diffusers' (B, N, H, D) projections transposed to (B, H, N, D) go in as they are (strides passed), and the
+    output comes back in the same layout, so the processors' transpose back is free."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from strsr.kernels import attention_triton
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, grad_out = (torch.randn(2, 37, 2, 32, generator=gen).to(kernel_device).transpose(1, 2) for _ in range(4))
+    with Ops() as ops:
+        out = attention(q, k, v, backend="triton")
+    assert "aten.clone.default" not in ops.names and out.stride() == q.stride()
+    torch.testing.assert_close(out, attention_ref(q, k, v), rtol=1e-5, atol=1e-5)
+    o, lse = attention_triton.attention_forward(q, k, v)
+    with Ops() as ops:
+        grads = attention_triton.attention_backward(q, k, v, o, lse, grad_out)
+    assert "aten.clone.default" not in ops.names
+    exact = [t.double().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(attention_ref(*exact), exact, grad_out.double())
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rmsnorm_rope_pass_matches_reference(kernel_device, dtype):
+    """The fused prologue's one pass over q or k: the reference's fp32 math, rounded once to the input dtype."""
+    from strsr.kernels import attention_triton
+
+    gen = torch.Generator().manual_seed(2)
+    x = (3 * torch.randn(2, 37, 3, 32, generator=gen)).to(kernel_device, dtype).transpose(1, 2)  # (B, H, N, D)
+    weights = (1 + 0.1 * torch.randn(2, 32, generator=gen)).to(kernel_device)
+    cos, sin = (t.to(kernel_device) for t in _rope(37, 32))
+    got = attention_triton.rmsnorm_rope(x, weights, 11, cos, sin, 1e-6)
+    want = rmsnorm_rope_ref(x, weights, 11, cos, sin, 1e-6)
+    assert got.dtype == dtype and got.stride() == x.stride()
+    ulps = 4 if dtype == torch.float32 else 1  # fp32: another order of the same operations; fp16: one rounding
+    bound = ulps * torch.finfo(dtype).eps * want.float().abs().clamp_min(1)
+    assert ((got.float() - want.float()).abs() <= bound).all()
 
 
 @pytest.mark.parametrize("shape,split", [((1, 2, 19, 16), 5), ((2, 1, 23, 32), 0)])
@@ -140,18 +209,18 @@ def test_dispatch_rules(monkeypatch):
     cpu = torch.zeros(1)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("STRSR_KERNEL_BACKEND", raising=False)
-    assert resolve_backend(None, cpu) == "reference"
+    assert resolve_kernel_backend(None, cpu) == "reference"
     with pytest.raises(KernelBackendError, match="needs a CUDA device"):
-        resolve_backend("triton", cpu)
+        resolve_kernel_backend("triton", cpu)
     monkeypatch.setenv("STRSR_KERNEL_BACKEND", "reference")
-    with use_backend("auto"):
-        assert resolve_backend(None, cpu) == "reference"  # no interpreter: auto means reference here
+    with use_kernel_backend("auto"):
+        assert resolve_kernel_backend(None, cpu) == "reference"  # no interpreter: auto means reference here
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert resolve_backend(None, cpu) == "triton"
-        assert resolve_backend("reference", cpu) == "reference"  # the argument wins over the context
-    assert resolve_backend(None, cpu) == "reference"  # back to the environment variable
+        assert resolve_kernel_backend(None, cpu) == "triton"
+        assert resolve_kernel_backend("reference", cpu) == "reference"  # the argument wins over the context
+    assert resolve_kernel_backend(None, cpu) == "reference"  # back to the environment variable
     with pytest.raises(ValueError, match="unknown kernel backend"):
-        resolve_backend("cuda", cpu)
+        resolve_kernel_backend("cuda", cpu)
 
 
 def test_import_needs_no_triton():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from strsr.kernels import spectral_sw
-from strsr.kernels.dispatch import KernelBackendError, use_backend
+from strsr.kernels.dispatch import KernelBackendError, use_kernel_backend
 from strsr.kernels.spectral_sw import spectral_sliced_wasserstein, spectral_sliced_wasserstein_ref
 from strsr.losses.fdl import FrequencyDistributionLoss
 
@@ -121,7 +121,9 @@ def test_exact_zeros_tiny_and_signed_zero_bins(interpret):
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 def test_amplitude_and_phase_on_edge_values(interpret, dtype):
-    """The in-register |z| and atan2 against torch.abs / torch.angle, through a 1x1 identity projection."""
+    """The amplitude/phase kernel's |z| and atan2 against torch.abs / torch.angle."""
+    from strsr.kernels import spectral_sw_triton
+
     gen = torch.Generator().manual_seed(0)
     mags = torch.logspace(-30, 30, 61, dtype=torch.float64)
     angles = torch.rand(61, generator=gen, dtype=torch.float64) * 6.4 - 3.2
@@ -133,23 +135,122 @@ def test_amplitude_and_phase_on_edge_values(interpret, dtype):
     re = torch.cat([mags * angles.cos(), re_s.flatten(), diagonals[0]])
     im = torch.cat([mags * angles.sin(), im_s.flatten(), diagonals[1]])
     z = torch.complex(re, im).to(dtype)[None, None, None, :]  # (1, 1, 1, N)
-    out = spectral_sw._project(z, torch.ones(1, 1, dtype=z.real.dtype), 1, 1)  # (1, 2, 1, N)
+    out = spectral_sw_triton.amplitude_phase(z)[:, 0, 0]  # (2, N): amplitude, phase
     eps = torch.finfo(z.real.dtype).eps
-    torch.testing.assert_close(out[0, 0, 0], z.abs()[0, 0, 0], rtol=2 * eps, atol=0)
-    torch.testing.assert_close(out[0, 1, 0], z.angle()[0, 0, 0], rtol=0, atol=8 * eps)
+    torch.testing.assert_close(out[0], z.abs()[0, 0, 0], rtol=2 * eps, atol=0)
+    torch.testing.assert_close(out[1], z.angle()[0, 0, 0], rtol=0, atol=8 * eps)
     zero = (z.real == 0) & (z.imag == 0)
-    assert torch.equal(out[0, 1, 0][zero[0, 0, 0]], z.angle()[zero])  # signed zeros: exactly 0, pi or -pi
+    assert torch.equal(out[1][zero[0, 0, 0]], z.angle()[zero])  # signed zeros: exactly 0, pi or -pi
 
 
-def test_projection_chunks_give_the_same_result(interpret, monkeypatch):
-    shape = (2, 3, 7, 7)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_projection_and_sort_chunks_give_the_same_result(interpret, monkeypatch, dtype):
+    from strsr.kernels import spectral_sw_triton
+
+    shape = (2, 3, 7, 7)  # L = 9
     spec_x, spec_y, proj = _spectra(shape, 7), _spectra(shape, 8), _projections(8, 3)
     grad_out = torch.tensor([1.0, 0.5])
-    whole = _value_and_grads(_triton, spec_x, spec_y, proj, torch.complex64, grad_out, grad_y=True)
-    monkeypatch.setattr(spectral_sw, "_CHUNK_ELEMENTS", 2 * 2 * 9 * 3)  # 3 projections per chunk: 3 + 3 + 2
-    chunked = _value_and_grads(_triton, spec_x, spec_y, proj, torch.complex64, grad_out, grad_y=True)
+    whole = _value_and_grads(_triton, spec_x, spec_y, proj, dtype, grad_out, grad_y=True)
+    monkeypatch.setattr(spectral_sw_triton, "CONV_CHUNK_ELEMENTS", 2 * 2 * 9 * 3)  # 3 projections a call: 3, 3, 2
+    monkeypatch.setattr(spectral_sw_triton, "SORT_CHUNK_ELEMENTS", 5 * 9)  # sorts of 5 rows, and of the rest
+    chunked = _value_and_grads(_triton, spec_x, spec_y, proj, dtype, grad_out, grad_y=True)
+    tol = dict(rtol=1e-5, atol=1e-9) if dtype == torch.complex64 else dict(rtol=1e-12, atol=1e-15)  # sum order
     for w, c in zip(whole, chunked):
-        torch.testing.assert_close(c, w, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(c, w, **tol)
+
+
+def test_packed_sort_orders_each_row_and_keeps_positions(interpret):
+    """Rows with ties, signed zeros, infinities, tiny and huge magnitudes: decoding the sorted keys' positions must
+    give each row's values in torch.sort's order, rows apart, and a permutation of each row's positions."""
+    from strsr.kernels import spectral_sw_triton
+
+    gen = torch.Generator().manual_seed(0)
+    num_pos = 37
+    rows = torch.randn(6, num_pos, generator=gen) * torch.logspace(-30, 30, 6)[:, None]
+    rows[0, :10] = 0.5  # ties
+    rows[1, :4] = torch.tensor([0.0, -0.0, float("inf"), -float("inf")])
+    rows[2] = -rows[2].abs() - 1e30  # a row of large negatives beside rows of small values
+    rows[3, 5:9] = torch.tensor([1e-45, -1e-45, 1e-38, -1e-38])  # subnormal and near-tiny
+    keys = spectral_sw_triton.sort_packed(rows)
+    bits = spectral_sw_triton.pos_bits(num_pos)
+    positions = keys & ((1 << bits) - 1)
+    assert torch.equal(keys >> (32 + bits), torch.arange(6)[:, None].expand(6, num_pos))  # rows stay apart
+    assert torch.equal(positions.sort(dim=1).values, torch.arange(num_pos).expand(6, num_pos))
+    assert torch.equal(rows.gather(1, positions), rows.sort(dim=1).values)
+
+
+def test_packed_sort_rows_fit_their_bit_field(interpret, monkeypatch):
+    """However much memory a sort may take, its rows' keys stay below 2^63 (the sign bit would reorder them)."""
+    from strsr.kernels import spectral_sw_triton
+
+    monkeypatch.setattr(spectral_sw_triton, "SORT_CHUNK_ELEMENTS", 2**62)
+    for num_pos in (1, 2, 9, 1000, 2**20, 2**20 + 1, 2**30):
+        rows, bits = spectral_sw_triton.rows_per_sort(num_pos), spectral_sw_triton.pos_bits(num_pos)
+        assert num_pos <= 2**bits and rows >= 1
+        assert (rows - 1) << (32 + bits) | (2**32 - 1) << bits | (num_pos - 1) < 2**63  # the largest key
+        assert rows << (32 + bits) >= 2**62  # and no smaller a field than that
+
+
+class _PeakMemory:
+    """Peak bytes of the tensor storages created inside the block and alive at once (CPU or any device): each
+    op's outputs are counted until their storage is freed. Deterministic, unlike the process's resident set."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+        self.live, self.current, self.peak = set(), 0, 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in torch.utils._pytree.tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        tracker._track(t.untyped_storage())
+                return out
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def _track(self, storage):
+        import weakref
+
+        key = storage.data_ptr()
+        if key == 0 or key in self.live:
+            return
+        self.live.add(key)
+        self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._release, key, storage.nbytes())
+
+    def _release(self, key, nbytes):
+        self.live.discard(key)
+        self.current -= nbytes
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def _peak_forward_backward(fn, spec_x, spec_y, proj):
+    x = spec_x.clone().requires_grad_()
+    with _PeakMemory() as memory:
+        torch.autograd.grad(fn(x, spec_y, proj, 1.0).sum(), x)
+    return memory.peak
+
+
+def test_reference_peak_memory_is_at_most_the_official_fdl(no_interpret):
+    """The reference computes amplitude and phase in separate calls like the official FDL's layer, so its peak
+    (forward + backward, x with grad, a target without) is no higher; one concatenated call held both halves'
+    projections, sorted values and indices at once (27% over the official at 256^2)."""
+    from strsr.bench.kernels_fdl import official_layer_score
+
+    shape = (2, 8, 24, 24)
+    spec_x, spec_y, proj = _spectra(shape, 1), _spectra(shape, 2), _projections(16, 8)
+    official = _peak_forward_backward(official_layer_score, spec_x, spec_y, proj)
+    reference = _peak_forward_backward(spectral_sliced_wasserstein_ref, spec_x, spec_y, proj)
+    assert official > 16 * 400 * 2 * 4 * 3  # at least one component's x and y projections and x's sort indices
+    assert reference <= official, (reference, official)
 
 
 def test_fdl_layers_match_reference(interpret):
@@ -191,14 +292,16 @@ def test_fdl_triton_backend_routes_every_layer_through_the_op(interpret, monkeyp
 
 
 def test_dispatch(interpret, monkeypatch):
+    from strsr.kernels import spectral_sw_triton
+
     shape = (1, 3, 6, 6)
     spec_x, spec_y, proj = _spectra(shape, 1), _spectra(shape, 2), _projections(4, 3)
     used = []
-    monkeypatch.setattr(spectral_sw, "_forward", lambda *a: used.append("triton") or (torch.zeros(1), None, None))
+    monkeypatch.setattr(spectral_sw_triton, "forward", lambda *a: used.append("triton") or (torch.zeros(1), None, None))
     ref = spectral_sliced_wasserstein_ref(spec_x, spec_y, proj)
     spectral_sliced_wasserstein(spec_x, spec_y, proj)  # "auto" under the interpreter: Triton
     assert used == ["triton"]
-    with use_backend("reference"):
+    with use_kernel_backend("reference"):
         assert torch.equal(spectral_sliced_wasserstein(spec_x, spec_y, proj), ref)
     monkeypatch.setenv("STRSR_KERNEL_BACKEND", "reference")
     assert torch.equal(spectral_sliced_wasserstein(spec_x, spec_y, proj), ref)
@@ -206,7 +309,7 @@ def test_dispatch(interpret, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     monkeypatch.delenv("STRSR_KERNEL_BACKEND")
     assert torch.equal(spectral_sliced_wasserstein(spec_x, spec_y, proj, backend="auto"), ref)  # CPU: reference
-    with pytest.raises(KernelBackendError, match="backend 'triton' requested"):
+    with pytest.raises(KernelBackendError, match="kernel backend 'triton' requested"):
         spectral_sliced_wasserstein(spec_x, spec_y, proj, backend="triton")
     with pytest.raises(ValueError, match="unknown kernel backend"):
         spectral_sliced_wasserstein(spec_x, spec_y, proj, backend="cuda")
