@@ -1,5 +1,6 @@
 #include "safetensors.hpp"
 
+#include <cstdint>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -31,16 +32,21 @@ Tensor parse_safetensors(const std::string& bytes, const std::string& name, cons
         !offsets[1].is_number_unsigned())
         fail("tensor '" + name + "' lacks a valid shape or data_offsets");
     Tensor tensor;
+    // The element count and its bytes in checked arithmetic: a shape whose product wraps (e.g. [2^32, 2^32]) is an
+    // error, not 0 elements. Any count whose bytes exceed the file is refused below, before anything is allocated.
     uint64_t count = 1;
     for (const nlohmann::json& d : shape) {
-        if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 32)) fail("bad shape " + shape.dump());
+        if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(INT64_MAX)) fail("bad shape " + shape.dump());
         tensor.shape.push_back(d.get<int64_t>());
-        count *= d.get<uint64_t>();
-        if (count > (uint64_t(1) << 34)) fail("tensor '" + name + "' is implausibly large");
+        if (__builtin_mul_overflow(count, d.get<uint64_t>(), &count))
+            fail("tensor '" + name + "' shape " + shape.dump() + " has more elements than 2^64");
     }
+    uint64_t count_bytes = 0;
+    if (__builtin_mul_overflow(count, uint64_t(sizeof(float)), &count_bytes))
+        fail("tensor '" + name + "' shape " + shape.dump() + " is too large (over 2^64 bytes)");
     const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
     const uint64_t data_size = bytes.size() - 8 - header_size;
-    if (begin > end || end > data_size || end - begin != count * sizeof(float))
+    if (begin > end || end > data_size || end - begin != count_bytes)
         fail("tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
              ") do not match its shape or the file size");
     tensor.data.resize(size_t(count));

@@ -292,6 +292,21 @@ TEST(malformed_safetensors_are_errors) {
                 M, "do not match its shape");
     CHECK_ERROR(parse_st(safetensors(R"({"condition":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data)),
                 M, "do not match its shape or the file size");
+    // Shapes whose element count or byte count wraps around 2^64 are errors, never 0 elements.
+    CHECK_ERROR(parse_st(safetensors(
+                    R"({"condition":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", "")),
+                M, "shape [4294967296,4294967296] has more elements than 2^64");
+    CHECK_ERROR(parse_st(safetensors(
+                    R"({"condition":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", "")),
+                M, "is too large (over 2^64 bytes)");
+    CHECK_ERROR(parse_st(safetensors(
+                    R"({"condition":{"dtype":"F32","shape":[65536,65536,65536],"data_offsets":[0,8]}})", data)),
+                M, "do not match its shape");
+    CHECK_ERROR(parse_st(safetensors(R"({"condition":{"dtype":"F32","shape":[-1,2],"data_offsets":[0,8]}})", data)),
+                M, "bad shape [-1,2]");
+    const strsr::Tensor empty =
+        parse_st(safetensors(R"({"condition":{"dtype":"F32","shape":[0,8],"data_offsets":[0,0]}})", ""));
+    CHECK(empty.data.empty() && empty.shape == std::vector<int64_t>({0, 8}));
 }
 
 TEST_MAIN()
