@@ -7,6 +7,8 @@
 #include <random>
 #include <sstream>
 
+#include "strsr/strsr_runtime.h"
+
 namespace strsr {
 namespace {
 
@@ -17,6 +19,15 @@ std::string lower_suffix(const std::string& path) {
 }
 
 }  // namespace
+
+bool too_large_image(uint64_t width, uint64_t height) { return width * height > uint64_t(STRSR_MAX_INPUT_PIXELS); }
+
+std::string too_large_message(const std::string& name, int64_t width, int64_t height) {
+    std::string limit = std::to_string(STRSR_MAX_INPUT_PIXELS);  // with thousands separators, as Python's {:,}
+    for (size_t at = limit.size(); at > 3; at -= 3) limit.insert(at - 3, ",");
+    return name + ": " + std::to_string(width) + "x" + std::to_string(height) + " is too large (over " + limit +
+           " pixels)";
+}
 
 ImageFile read_image(const std::string& path) {
     std::error_code ec;

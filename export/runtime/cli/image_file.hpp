@@ -25,8 +25,14 @@ struct ImageFile {
     size_t row_bytes() const { return size_t(width) * size_t(channels) * sample_bytes(); }
 };
 
-// Read by content (PNG or JPEG signature). Throws ImageFileError "<path>: <reason>".
+// Read by content (PNG or JPEG signature). Throws ImageFileError "<path>: <reason>"; images over
+// STRSR_MAX_INPUT_PIXELS (the C API's limit) are refused from their header, before any pixel is decoded, with
+// "<path>: WxH is too large (over N pixels)" as strsr-upscale words it.
 ImageFile read_image(const std::string& path);
+
+// The size check shared by the codecs: width * height over STRSR_MAX_INPUT_PIXELS, and its message.
+bool too_large_image(uint64_t width, uint64_t height);
+std::string too_large_message(const std::string& name, int64_t width, int64_t height);
 
 // Write by suffix (.png, .jpg, .jpeg) to a temporary file beside `path`, then rename it into place.
 // JPEG takes 8-bit grey or RGB only. Throws ImageFileError.

@@ -3,7 +3,10 @@
 #include <cstdio>
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
+// after jpeglib.h: the warning codes (JWRN_JPEG_EOF)
+#include <jerror.h>
 
+#include <algorithm>
 #include <csetjmp>
 
 #include "image_file.hpp"
@@ -15,6 +18,8 @@ struct ErrorManager {
     jpeg_error_mgr base;
     std::jmp_buf jump;
     char message[JMSG_LENGTH_MAX];
+    bool reading_scanlines = false;  // the header and every multi-scan file's scans are in
+    bool hit_end = false;            // the data ran out (libjpeg then supplies an EOI marker)
 };
 
 void on_error(j_common_ptr cinfo) {
@@ -23,15 +28,45 @@ void on_error(j_common_ptr cinfo) {
     std::longjmp(err->jump, 1);
 }
 
-void on_message(j_common_ptr, int) {}  // warnings (e.g. extraneous bytes) are not errors, as in Pillow
+// Warnings (e.g. extraneous bytes, a bad Huffman code) are not errors, as in Pillow; a truncated file is (Pillow:
+// "image file is truncated"), where libjpeg would fill the missing pixels with grey: the data ending before the
+// header and all scans of a multi-scan file are in, or ending in the middle of the scan (the decoder then hits the
+// EOI marker libjpeg supplies while it still needs bits). A file that only lacks its final EOI marker decodes, as
+// in Pillow: libjpeg reads ahead for it after the last MCU, and needs no more bits.
+void on_message(j_common_ptr cinfo, int level) {
+    ErrorManager* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+    if (level >= 0) return;  // trace messages
+    const int code = cinfo->err->msg_code;
+    if (code == JWRN_JPEG_EOF) err->hit_end = true;
+    const bool truncated = code == JWRN_JPEG_EOF ? !err->reading_scanlines : code == JWRN_HIT_MARKER && err->hit_end;
+    if (truncated) {
+        cinfo->err->msg_code = JWRN_JPEG_EOF;  // reported as "Premature end of JPEG file"
+        on_error(cinfo);
+    }
+}
 
 constexpr int kExifMarker = JPEG_APP0 + 1;
 
-bool decode_header(jpeg_decompress_struct& cinfo, ErrorManager& err, const std::string& bytes, ImageFile& image) {
+int orientation_of(const jpeg_decompress_struct& cinfo) {
+    for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+        if (m->marker == kExifMarker && m->data_length > 6 && std::equal(m->data, m->data + 6, "Exif\0\0"))
+            return exif_orientation(m->data + 6, m->data_length - 6);
+    return 1;
+}
+
+// Reads the header and, unless the image is over STRSR_MAX_INPUT_PIXELS (`too_large`), starts decompressing.
+bool decode_header(jpeg_decompress_struct& cinfo, ErrorManager& err, const std::string& bytes, ImageFile& image,
+                   int& orientation, bool& too_large) {
     if (setjmp(err.jump)) return false;
     jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
     jpeg_save_markers(&cinfo, kExifMarker, 0xffff);
     jpeg_read_header(&cinfo, TRUE);
+    // The saved markers live in libjpeg's image pool, which jpeg_finish_decompress frees: read the EXIF now.
+    orientation = orientation_of(cinfo);
+    image.width = int(cinfo.image_width);
+    image.height = int(cinfo.image_height);
+    too_large = too_large_image(cinfo.image_width, cinfo.image_height);
+    if (too_large) return true;
     // Grey stays grey; YCbCr and RGB become RGB. CMYK/YCCK decode as CMYK and are refused below.
     if (cinfo.jpeg_color_space != JCS_GRAYSCALE && cinfo.jpeg_color_space != JCS_CMYK &&
         cinfo.jpeg_color_space != JCS_YCCK)
@@ -46,19 +81,13 @@ bool decode_header(jpeg_decompress_struct& cinfo, ErrorManager& err, const std::
 
 bool decode_pixels(jpeg_decompress_struct& cinfo, ErrorManager& err, ImageFile& image) {
     if (setjmp(err.jump)) return false;
+    err.reading_scanlines = true;
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = image.data.data() + size_t(cinfo.output_scanline) * image.row_bytes();
         jpeg_read_scanlines(&cinfo, &row, 1);
     }
     jpeg_finish_decompress(&cinfo);
     return true;
-}
-
-int orientation_of(const jpeg_decompress_struct& cinfo) {
-    for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
-        if (m->marker == kExifMarker && m->data_length > 6 && std::equal(m->data, m->data + 6, "Exif\0\0"))
-            return exif_orientation(m->data + 6, m->data_length - 6);
-    return 1;
 }
 
 bool encode_all(jpeg_compress_struct& cinfo, ErrorManager& err, const ImageFile& image, unsigned char** buffer,
@@ -92,7 +121,13 @@ ImageFile read_jpeg(const std::string& bytes, const std::string& name) {
     err.base.emit_message = on_message;
     jpeg_create_decompress(&cinfo);
     ImageFile image;
-    bool ok = decode_header(cinfo, err, bytes, image);
+    int orientation = 1;
+    bool too_large = false;
+    bool ok = decode_header(cinfo, err, bytes, image, orientation, too_large);
+    if (ok && too_large) {
+        jpeg_destroy_decompress(&cinfo);
+        throw ImageFileError(too_large_message(name, image.width, image.height));
+    }
     bool cmyk = ok && image.channels == 4;
     if (ok && !cmyk) {
         try {
@@ -103,7 +138,6 @@ ImageFile read_jpeg(const std::string& bytes, const std::string& name) {
         }
         ok = decode_pixels(cinfo, err, image);
     }
-    const int orientation = ok ? orientation_of(cinfo) : 1;
     jpeg_destroy_decompress(&cinfo);
     if (!ok) throw ImageFileError(name + ": truncated or corrupt JPEG (" + err.message + ")");
     if (cmyk) throw ImageFileError(name + ": CMYK JPEG is not supported by strsr-infer; convert it to RGB");

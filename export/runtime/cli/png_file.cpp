@@ -38,11 +38,16 @@ void write_bytes(png_structp png, png_bytep data, png_size_t length) {
 
 void flush(png_structp) {}
 
-// Header pass: size, channels, depth after the expansions below. Returns false on a libpng error.
-bool read_header(png_structp png, png_infop info, Io& io, ImageFile& image) {
+// Header pass: size, channels, depth after the expansions below. Returns false on a libpng error; sets
+// `too_large` (and stops before libpng allocates rows) when the size is over STRSR_MAX_INPUT_PIXELS.
+bool read_header(png_structp png, png_infop info, Io& io, ImageFile& image, bool& too_large) {
     if (setjmp(png_jmpbuf(png))) return false;
     png_set_read_fn(png, &io, read_bytes);
     png_read_info(png, info);
+    image.width = int(png_get_image_width(png, info));
+    image.height = int(png_get_image_height(png, info));
+    too_large = too_large_image(png_get_image_width(png, info), png_get_image_height(png, info));
+    if (too_large) return true;
     const int colour = png_get_color_type(png, info);
     const int depth = png_get_bit_depth(png, info);
     if (colour == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -51,8 +56,6 @@ bool read_header(png_structp png, png_infop info, Io& io, ImageFile& image) {
     if (depth == 16) png_set_swap(png);  // PNG stores big-endian; the buffers are native (little) endian
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    image.width = int(png_get_image_width(png, info));
-    image.height = int(png_get_image_height(png, info));
     image.channels = png_get_channels(png, info);
     image.bit_depth = png_get_bit_depth(png, info);
     return true;
@@ -95,10 +98,17 @@ ImageFile read_png(const std::string& bytes, const std::string& name) {
         png_destroy_read_struct(&png, nullptr, nullptr);
         throw ImageFileError(name + ": out of memory in libpng");
     }
-    png_set_user_limits(png, 1 << 16, 1 << 16);
+    // libpng's own width and height limits off (up to PNG's 2^31 - 1): the pixel count is checked after the header
+    // against the one limit every reader and the API share, so a bomb is "too large", not "corrupt".
+    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
     ImageFile image;
     int orientation = 1;
-    bool ok = read_header(png, info, io, image);
+    bool too_large = false;
+    bool ok = read_header(png, info, io, image, too_large);
+    if (ok && too_large) {
+        png_destroy_read_struct(&png, &info, nullptr);
+        throw ImageFileError(too_large_message(name, image.width, image.height));
+    }
     std::vector<png_bytep> rows;
     if (ok) {
         try {

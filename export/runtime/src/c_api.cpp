@@ -1,4 +1,9 @@
-// The C boundary: every entry point catches everything, maps it to a status and a thread-local message.
+// The C boundary: every entry point catches everything, maps it to a status and a thread-local message. Every
+// argument is validated here, enums included (they have a fixed underlying type, so any int32_t is a value of the
+// type and reaches these checks without undefined behaviour).
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <new>
 #include <string>
 
@@ -22,8 +27,6 @@ namespace {
 
 thread_local std::string last_error;
 
-constexpr int kMaxSide = 1 << 15;  // LR pixels per side: keeps 4x sizes and indices far from int overflow
-
 template <typename F>
 strsr_status guarded(F&& body) noexcept {
     try {
@@ -46,10 +49,46 @@ strsr_status guarded(F&& body) noexcept {
 
 [[noreturn]] void invalid(const std::string& message) { throw strsr::Error(STRSR_ERROR_INVALID_ARGUMENT, message); }
 
+// The one size limit of the API and of strsr-infer's readers, STRSR_MAX_INPUT_PIXELS; it also keeps 4x sizes and
+// indices far from int overflow (a side is at most 2^24, its 4x 2^26).
 void check_size(int width, int height) {
-    if (width < 1 || height < 1 || width > kMaxSide || height > kMaxSide)
-        invalid("image size " + std::to_string(width) + "x" + std::to_string(height) + " must be 1.." +
-                std::to_string(kMaxSide) + " per side");
+    const std::string size = std::to_string(width) + "x" + std::to_string(height);
+    if (width < 1 || height < 1) invalid("image size " + size + " must be at least 1x1");
+    if (int64_t(width) * int64_t(height) > STRSR_MAX_INPUT_PIXELS)
+        invalid("image size " + size + " is too large (over " + std::to_string(STRSR_MAX_INPUT_PIXELS) +
+                " pixels, STRSR_MAX_INPUT_PIXELS)");
+}
+
+void check_format(strsr_pixel_format format) {
+    if (format != STRSR_RGB8 && format != STRSR_RGB16)
+        invalid("unknown pixel format " + std::to_string(int(format)) + " (use STRSR_RGB8 or STRSR_RGB16)");
+}
+
+bool one_of(int32_t value, std::initializer_list<int32_t> allowed) {
+    return std::find(allowed.begin(), allowed.end(), value) != allowed.end();
+}
+
+// Every enum and flag of strsr_options; tile and overlap against the manifest are the Upscaler's.
+void check_options(const strsr_options& o) {
+    if (!one_of(o.backend, {STRSR_BACKEND_AUTO, STRSR_BACKEND_ONNXRUNTIME, STRSR_BACKEND_TENSORRT}))
+        invalid("unknown backend " + std::to_string(int(o.backend)) +
+                " (use STRSR_BACKEND_AUTO, STRSR_BACKEND_ONNXRUNTIME or STRSR_BACKEND_TENSORRT)");
+    if (!one_of(o.device, {STRSR_DEVICE_AUTO, STRSR_DEVICE_CPU, STRSR_DEVICE_CUDA}))
+        invalid("unknown device " + std::to_string(int(o.device)) +
+                " (use STRSR_DEVICE_AUTO, STRSR_DEVICE_CPU or STRSR_DEVICE_CUDA)");
+    if (!one_of(o.rounding, {STRSR_ROUNDING_FLOOR, STRSR_ROUNDING_NEAREST}))
+        invalid("unknown rounding " + std::to_string(int(o.rounding)) +
+                " (use STRSR_ROUNDING_FLOOR or STRSR_ROUNDING_NEAREST)");
+    const std::pair<const char*, int> counts[] = {{"device_index", o.device_index}, {"tile", o.tile},
+                                                  {"intra_op_threads", o.intra_op_threads},
+                                                  {"max_contexts", o.max_contexts}};
+    for (const auto& [name, value] : counts)
+        if (value < 0) invalid(std::string("options.") + name + " must be >= 0, got " + std::to_string(value));
+    if (o.overlap < -1) invalid("options.overlap must be >= 0 (or -1: the default), got " + std::to_string(o.overlap));
+    const std::pair<const char*, int> flags[] = {{"cuda_graph", o.cuda_graph}, {"verify", o.verify}};
+    for (const auto& [name, value] : flags)
+        if (value != 0 && value != 1)
+            invalid(std::string("options.") + name + " must be 0 or 1, got " + std::to_string(value));
 }
 
 void check_count(const char* what, size_t got, size_t want, const char* unit) {
@@ -80,7 +119,9 @@ strsr_status strsr_session_create(const char* engine_dir, const strsr_options* o
         if (!engine_dir || !*engine_dir) invalid("engine_dir is NULL or empty");
         strsr_options defaults;
         strsr_options_init(&defaults);
-        *session = new strsr_session(engine_dir, options ? *options : defaults);
+        const strsr_options& chosen = options ? *options : defaults;
+        check_options(chosen);
+        *session = new strsr_session(engine_dir, chosen);
     });
 }
 
@@ -89,9 +130,10 @@ void strsr_session_destroy(strsr_session* session) { delete session; }
 strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, const void* input,
                            size_t input_bytes, int width, int height, void* output, size_t output_bytes) {
     return guarded([&] {
+        check_format(format);
+        check_size(width, height);
         if (!session) invalid("session is NULL");
         if (!input || !output) invalid("input or output buffer is NULL");
-        check_size(width, height);
         const size_t bytes = size_t(width) * size_t(height) * 3 * strsr::bytes_per_sample(format);
         check_count("input buffer", input_bytes, bytes, "bytes");
         check_count("output buffer", output_bytes, bytes * strsr::kScale * strsr::kScale, "bytes");
@@ -103,9 +145,9 @@ strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, co
 strsr_status strsr_upscale_planar(strsr_session* session, const float* input, size_t input_count, int width,
                                   int height, float* output, size_t output_count) {
     return guarded([&] {
+        check_size(width, height);
         if (!session) invalid("session is NULL");
         if (!input || !output) invalid("input or output buffer is NULL");
-        check_size(width, height);
         const size_t count = size_t(width) * size_t(height) * 3;
         check_count("input buffer", input_count, count, "floats");
         check_count("output buffer", output_count, count * strsr::kScale * strsr::kScale, "floats");

@@ -1,6 +1,7 @@
 #include "pipeline.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "error.hpp"
@@ -61,8 +62,6 @@ Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options&
     if (overlap_ < 0 || overlap_ >= tile_)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "overlap " + std::to_string(overlap_) + " must be in [0, tile " +
                                                       std::to_string(tile_) + ")");
-    if (options.rounding != STRSR_ROUNDING_FLOOR && options.rounding != STRSR_ROUNDING_NEAREST)
-        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "unknown rounding " + std::to_string(int(options.rounding)));
     if (manifest_.conditioning == "vlm")
         throw Error(STRSR_ERROR_MANIFEST, (engine_dir / "manifest.json").string() +
                                               ": this export is VLM-conditioned; the VLM runs only in PyTorch "
@@ -79,6 +78,9 @@ int Upscaler::pad_multiple() const { return std::lcm(kOfficialPadMultiple, manif
 Planar Upscaler::upscale(const Planar& lr) const {
     if (lr.channels != 3 || lr.height < 1 || lr.width < 1)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "expected a (3, h, w) image with h, w >= 1");
+    // as strsr.pipeline refuses them: NaN would spread through every tile it touches, infinities too
+    if (!std::all_of(lr.data.begin(), lr.data.end(), [](float v) { return std::isfinite(v); }))
+        throw Error(STRSR_ERROR_INVALID_ARGUMENT, "the LR image has NaN or infinite values");
     const int height = lr.height * kScale, width = lr.width * kScale;
     const int multiple = pad_multiple();
     const int padded_height = (height + multiple - 1) / multiple * multiple;

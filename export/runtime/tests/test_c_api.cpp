@@ -1,5 +1,6 @@
 // The C boundary without a model: every bad input returns a status and a message, never aborts; the message is
 // per thread. Runs in every configuration, with or without backends.
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -138,6 +139,65 @@ TEST(export_files_are_checked_against_their_records) {
     CHECK(has(strsr_last_error(), "manifest.json: no file records (made by an older strsr-export: re-export with --force)"));
     CHECK(session == nullptr);
     std::filesystem::remove_all(dir);
+}
+
+// Any int in an enum or flag field is safe: an unknown one is an invalid argument named in the message, checked
+// before the folder is even looked at (under UBSan an out-of-range enum load would abort the test).
+TEST(out_of_range_options_are_invalid_arguments) {
+    struct Case {
+        void (*set)(strsr_options&);
+        const char* message;
+    };
+    const Case cases[] = {
+        {[](strsr_options& o) { o.backend = strsr_backend(-1); }, "unknown backend -1 (use STRSR_BACKEND_AUTO"},
+        {[](strsr_options& o) { o.backend = strsr_backend(3); }, "unknown backend 3"},
+        {[](strsr_options& o) { o.device = strsr_device(77); }, "unknown device 77 (use STRSR_DEVICE_AUTO"},
+        {[](strsr_options& o) { o.device = strsr_device(-5); }, "unknown device -5"},
+        {[](strsr_options& o) { o.rounding = strsr_rounding(-3); }, "unknown rounding -3 (use STRSR_ROUNDING_FLOOR"},
+        {[](strsr_options& o) { o.rounding = strsr_rounding(INT32_MIN); }, "unknown rounding -2147483648"},
+        {[](strsr_options& o) { o.device_index = -1; }, "options.device_index must be >= 0, got -1"},
+        {[](strsr_options& o) { o.tile = -8; }, "options.tile must be >= 0, got -8"},
+        {[](strsr_options& o) { o.intra_op_threads = -2; }, "options.intra_op_threads must be >= 0"},
+        {[](strsr_options& o) { o.max_contexts = -1; }, "options.max_contexts must be >= 0"},
+        {[](strsr_options& o) { o.overlap = -2; }, "options.overlap must be >= 0 (or -1: the default), got -2"},
+        {[](strsr_options& o) { o.cuda_graph = 2; }, "options.cuda_graph must be 0 or 1, got 2"},
+        {[](strsr_options& o) { o.verify = -1; }, "options.verify must be 0 or 1, got -1"},
+    };
+    for (const Case& c : cases) {
+        strsr_options options;
+        strsr_options_init(&options);
+        c.set(options);
+        strsr_session* session = nullptr;
+        CHECK_EQ(strsr_session_create("/nonexistent/strsr", &options, &session), STRSR_ERROR_INVALID_ARGUMENT);
+        if (!has(strsr_last_error(), c.message)) std::fprintf(stderr, "got '%s', want '%s'\n", strsr_last_error(), c.message);
+        CHECK(has(strsr_last_error(), c.message));
+        CHECK(session == nullptr);
+    }
+    CHECK(std::strcmp(strsr_status_name(strsr_status(-1)), "unknown status") == 0);
+}
+
+// The pixel format and the size are checked first, with or without a session: one documented size limit.
+TEST(pixel_format_and_size_limit) {
+    uint8_t pixel[3] = {0, 0, 0};
+    uint8_t out[48];
+    for (int format : {-5, 0, 3, 77, INT32_MAX}) {
+        CHECK_EQ(strsr_upscale(nullptr, strsr_pixel_format(format), pixel, 3, 1, 1, out, 48),
+                 STRSR_ERROR_INVALID_ARGUMENT);
+        CHECK(has(strsr_last_error(), ("unknown pixel format " + std::to_string(format)).c_str()));
+    }
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 5000, 4000, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "image size 5000x4000 is too large (over 16777216 pixels, STRSR_MAX_INPUT_PIXELS)"));
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 1 << 24 | 1, 1, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "is too large"));
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 1 << 16, 1 << 16, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "is too large"));
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 4096, 4096, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "session is NULL"));  // 4096 x 4096 is exactly the limit
+    CHECK_EQ(strsr_upscale(nullptr, STRSR_RGB8, pixel, 3, 0, 4, out, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "image size 0x4 must be at least 1x1"));
+    float planes[3] = {0, 0, 0}, big[48];
+    CHECK_EQ(strsr_upscale_planar(nullptr, planes, 3, 8192, 4096, big, 48), STRSR_ERROR_INVALID_ARGUMENT);
+    CHECK(has(strsr_last_error(), "image size 8192x4096 is too large"));
 }
 
 TEST(last_error_is_per_thread) {

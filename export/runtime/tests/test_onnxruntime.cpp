@@ -3,6 +3,7 @@
 // 4 concurrent threads on one session, errors on bad input.
 // Usage: test_onnxruntime DATA_DIR
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -113,9 +114,20 @@ TEST(bad_buffers_return_errors_and_the_session_survives) {
     CHECK_EQ(strsr_upscale(s, strsr_pixel_format(3), in.data(), in.size(), 4, 4, out.data(), out.size()),
              STRSR_ERROR_INVALID_ARGUMENT);
     CHECK(has("unknown pixel format 3"));
+    CHECK_EQ(strsr_upscale(s, strsr_pixel_format(-5), in.data(), in.size(), 4, 4, out.data(), out.size()),
+             STRSR_ERROR_INVALID_ARGUMENT);  // was undefined behaviour (UBSan aborted)
+    CHECK(has("unknown pixel format -5"));
     std::vector<float> planes(3 * 4 * 4, 0.5f), big(3 * 16 * 16);
     CHECK_EQ(strsr_upscale_planar(s, planes.data(), planes.size(), 4, 3, big.data(), big.size()),
              STRSR_ERROR_INVALID_ARGUMENT);
+    // NaN and infinities are refused, as strsr.pipeline refuses them (they would spread through whole tiles).
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+        std::vector<float> poisoned = planes;
+        poisoned[17] = bad;
+        CHECK_EQ(strsr_upscale_planar(s, poisoned.data(), poisoned.size(), 4, 4, big.data(), big.size()),
+                 STRSR_ERROR_INVALID_ARGUMENT);
+        CHECK(has("the LR image has NaN or infinite values"));
+    }
     // A smallest image still works after all that.
     std::vector<uint8_t> one = {10, 200, 30}, sixteen(16 * 3);
     CHECK_EQ(strsr_upscale(s, STRSR_RGB8, one.data(), 3, 1, 1, sixteen.data(), sixteen.size()), STRSR_OK);

@@ -44,38 +44,53 @@ extern "C" {
 
 #define STRSR_SCALE 4
 
-typedef enum strsr_status {
+/* The largest input strsr upscales: width * height at most 2^24 pixels (e.g. 4096 x 4096), so at most 2^28 output
+ * pixels, strsr-upscale's limit (strsr.pipeline.MAX_OUTPUT_PIXELS). strsr_upscale* refuse larger sizes and
+ * strsr-infer's PNG and JPEG readers refuse such files from their headers, before decoding ("too large"). */
+#define STRSR_MAX_INPUT_PIXELS (1 << 24)
+
+/* The enums have int32_t as their underlying type in C++ (and C23), so every int a caller passes is a value of the
+ * type, never undefined behaviour, and each function validates it (STRSR_ERROR_INVALID_ARGUMENT for an unknown
+ * one). In older C the *_MAX_ENUM members keep them 32 bits wide. */
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 202311L)
+#define STRSR_ENUM(name) enum name : int32_t
+#else
+#define STRSR_ENUM(name) enum name
+#endif
+
+typedef STRSR_ENUM(strsr_status) {
     STRSR_OK = 0,
-    STRSR_ERROR_INVALID_ARGUMENT = 1, /* null pointer, zero or too large size, wrong buffer size, bad option */
+    STRSR_ERROR_INVALID_ARGUMENT = 1, /* null pointer, zero or too large size, wrong buffer size, bad option or enum
+                                       * value, NaN or infinite input */
     STRSR_ERROR_IO = 2,               /* a file of the export folder is missing or unreadable */
     STRSR_ERROR_MANIFEST = 3,         /* manifest or condition file malformed, or not matching the engines/GPU */
     STRSR_ERROR_BACKEND = 4,          /* the inference backend failed or is not compiled in */
     STRSR_ERROR_OUT_OF_MEMORY = 5,
     STRSR_ERROR_INTERNAL = 6,
-    STRSR_STATUS_MAX_ENUM = 0x7fffffff /* keeps the enum int-sized, so any int a caller passes is a valid value */
+    STRSR_STATUS_MAX_ENUM = 0x7fffffff
 } strsr_status;
 
-typedef enum strsr_backend {
+typedef STRSR_ENUM(strsr_backend) {
     STRSR_BACKEND_AUTO = 0, /* TensorRT when compiled in and the manifest lists engines, else ONNX Runtime */
     STRSR_BACKEND_ONNXRUNTIME = 1,
     STRSR_BACKEND_TENSORRT = 2,
     STRSR_BACKEND_MAX_ENUM = 0x7fffffff
 } strsr_backend;
 
-typedef enum strsr_device {
+typedef STRSR_ENUM(strsr_device) {
     STRSR_DEVICE_AUTO = 0, /* ONNX Runtime: CUDA when its CUDA provider is available, else CPU */
     STRSR_DEVICE_CPU = 1,
     STRSR_DEVICE_CUDA = 2,
     STRSR_DEVICE_MAX_ENUM = 0x7fffffff
 } strsr_device;
 
-typedef enum strsr_pixel_format {
+typedef STRSR_ENUM(strsr_pixel_format) {
     STRSR_RGB8 = 1, /* interleaved R, G, B; one uint8 each */
     STRSR_RGB16 = 2, /* interleaved R, G, B; one native-endian uint16 each */
     STRSR_PIXEL_FORMAT_MAX_ENUM = 0x7fffffff
 } strsr_pixel_format;
 
-typedef enum strsr_rounding {
+typedef STRSR_ENUM(strsr_rounding) {
     STRSR_ROUNDING_FLOOR = 0,   /* truncate float32(value * peak), as strsr-upscale and the official scripts */
     STRSR_ROUNDING_NEAREST = 1, /* round value * peak (in double) half to even */
     STRSR_ROUNDING_MAX_ENUM = 0x7fffffff
@@ -121,13 +136,14 @@ STRSR_API strsr_status strsr_session_create(const char* engine_dir, const strsr_
 STRSR_API void strsr_session_destroy(strsr_session* session);
 
 /* Upscale a tightly packed width x height image into `output` (4*width x 4*height, same format), samples made
- * integers by the session's rounding. input_bytes and output_bytes must be exactly width*height*3*(1 or 2) and 16
- * times that. */
+ * integers by the session's rounding. width, height >= 1 with width * height <= STRSR_MAX_INPUT_PIXELS;
+ * input_bytes and output_bytes must be exactly width*height*3*(1 or 2) and 16 times that. Memory beyond the two
+ * buffers: one band of tiles (tile height x padded output width) in float32 and the backend's working set. */
 STRSR_API strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, const void* input,
                                      size_t input_bytes, int width, int height, void* output, size_t output_bytes);
 
-/* The same on planar float32: input (3, height, width) in [0, 1], output (3, 4*height, 4*width) in [0, 1].
- * Sizes are counts of floats. */
+/* The same on planar float32: input (3, height, width) in [0, 1] (NaN and infinite values are refused), output
+ * (3, 4*height, 4*width) in [0, 1]. Sizes are counts of floats. */
 STRSR_API strsr_status strsr_upscale_planar(strsr_session* session, const float* input, size_t input_count,
                                             int width, int height, float* output, size_t output_count);
 
