@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -177,6 +178,31 @@ strsr::ImageFile assemble(const strsr::ImageFile& source, const strsr::Planar& r
     return result;
 }
 
+
+// The source upscaled x4 as the file to write. RGB sources whose depth the output keeps go through strsr_upscale,
+// which writes the output samples straight into the file's buffer as rows finish (no float copy of the image);
+// grey, alpha and 16-bit -> JPEG take the planar float result and assemble it.
+strsr::ImageFile upscale(const strsr::Session& session, const strsr::ImageFile& source, bool jpeg,
+                         strsr_rounding rounding) {
+    const strsr_pixel_format format = source.bit_depth == 16 ? STRSR_RGB16 : STRSR_RGB8;
+    if (source.channels == 3 && !(jpeg && source.bit_depth == 16)) {
+        strsr::ImageFile result;
+        result.width = source.width * STRSR_SCALE;
+        result.height = source.height * STRSR_SCALE;
+        result.channels = 3;
+        result.bit_depth = source.bit_depth;
+        result.data.resize(result.row_bytes() * size_t(result.height));
+        strsr::check(strsr_upscale(session.get(), format, source.data.data(), source.data.size(), source.width,
+                                   source.height, result.data.data(), result.data.size()));
+        return result;
+    }
+    const strsr::Planar lr =
+        strsr::interleaved_to_planar(source.data.data(), source.width, source.height, source.channels, format);
+    strsr::Planar rgb(3, lr.height * STRSR_SCALE, lr.width * STRSR_SCALE);
+    rgb.data = session.upscale_planar(lr.data, lr.width, lr.height);
+    return assemble(source, rgb, jpeg, rounding);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,28 +215,28 @@ int main(int argc, char** argv) {
         const double load_ms = milliseconds_since(load_start);
         try {
             const strsr::ImageFile source = strsr::read_image(args.input);
-            const strsr_pixel_format format = source.bit_depth == 16 ? STRSR_RGB16 : STRSR_RGB8;
-            const strsr::Planar lr =
-                strsr::interleaved_to_planar(source.data.data(), source.width, source.height, source.channels, format);
-            const auto start = std::chrono::steady_clock::now();
-            strsr::Planar rgb(3, lr.height * STRSR_SCALE, lr.width * STRSR_SCALE);
-            rgb.data = session.upscale_planar(lr.data, lr.width, lr.height);
-            const double upscale_ms = milliseconds_since(start);
             std::string suffix = std::filesystem::path(args.output).extension().string();
             std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return char(std::tolower(c)); });
             const bool jpeg = suffix == ".jpg" || suffix == ".jpeg";
-            strsr::write_image(args.output, assemble(source, rgb, jpeg, args.options.rounding));
+            const auto start = std::chrono::steady_clock::now();
+            const strsr::ImageFile result = upscale(session, source, jpeg, args.options.rounding);
+            const double upscale_ms = milliseconds_since(start);
+            strsr::write_image(args.output, result);
             if (args.timing) {
                 const strsr_info info = session.info();
                 std::fprintf(stderr, "strsr-infer: load %.1f ms, upscale %.1f ms (%dx%d -> %dx%d, %s on %s)\n",
-                             load_ms, upscale_ms, lr.width, lr.height, rgb.width, rgb.height, info.backend,
-                             info.device);
+                             load_ms, upscale_ms, source.width, source.height, result.width, result.height,
+                             info.backend, info.device);
             }
         } catch (const strsr::ImageFileError& e) {
             std::fprintf(stderr, "strsr-infer: %s\n", e.what());
             return 1;
         } catch (const strsr::RuntimeError& e) {
             std::fprintf(stderr, "strsr-infer: %s: failed (%s)\n", args.input.c_str(), e.what());
+            return 1;
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr, "strsr-infer: %s: out of memory (the input, its x4 output and one band of tiles "
+                                 "must fit)\n", args.input.c_str());
             return 1;
         }
     } catch (const strsr::RuntimeError& e) {

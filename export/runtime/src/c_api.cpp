@@ -138,7 +138,12 @@ strsr_status strsr_upscale(strsr_session* session, strsr_pixel_format format, co
         check_count("input buffer", input_bytes, bytes, "bytes");
         check_count("output buffer", output_bytes, bytes * strsr::kScale * strsr::kScale, "bytes");
         const strsr::Planar lr = strsr::interleaved_to_planar(input, width, height, 3, format);
-        strsr::planar_to_interleaved(session->upscaler.upscale(lr), format, output, session->rounding);
+        // each finished block of rows straight into its place in the caller's buffer (rows are contiguous there)
+        const size_t row_bytes = size_t(width) * strsr::kScale * 3 * strsr::bytes_per_sample(format);
+        session->upscaler.upscale(lr, [&](int top, const strsr::Planar& rows) {
+            strsr::planar_to_interleaved(rows, format, static_cast<uint8_t*>(output) + size_t(top) * row_bytes,
+                                         session->rounding);
+        });
     });
 }
 
@@ -153,8 +158,12 @@ strsr_status strsr_upscale_planar(strsr_session* session, const float* input, si
         check_count("output buffer", output_count, count * strsr::kScale * strsr::kScale, "floats");
         strsr::Planar lr(3, height, width);
         lr.data.assign(input, input + count);
-        const strsr::Planar out = session->upscaler.upscale(lr);
-        std::copy(out.data.begin(), out.data.end(), output);
+        const size_t plane = count / 3 * strsr::kScale * strsr::kScale;  // 4h x 4w
+        session->upscaler.upscale(lr, [&](int top, const strsr::Planar& rows) {
+            for (size_t c = 0; c < 3; ++c)
+                std::copy_n(rows.data.data() + c * rows.plane(), rows.plane(),
+                            output + c * plane + size_t(top) * size_t(rows.width));
+        });
     });
 }
 

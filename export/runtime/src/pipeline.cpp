@@ -75,7 +75,7 @@ Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options&
 
 int Upscaler::pad_multiple() const { return std::lcm(kOfficialPadMultiple, manifest_.pixel_multiple); }
 
-Planar Upscaler::upscale(const Planar& lr) const {
+void Upscaler::upscale(const Planar& lr, const RowSink& sink) const {
     if (lr.channels != 3 || lr.height < 1 || lr.width < 1)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "expected a (3, h, w) image with h, w >= 1");
     // as strsr.pipeline refuses them: NaN would spread through every tile it touches, infinities too
@@ -85,9 +85,19 @@ Planar Upscaler::upscale(const Planar& lr) const {
     const int multiple = pad_multiple();
     const int padded_height = (height + multiple - 1) / multiple * multiple;
     const int padded_width = (width + multiple - 1) / multiple * multiple;
+    // Finished rows of the padded blend -> clamp(-1, 1), (x + 1) / 2, the padding's rows and columns cut off.
+    auto finish_rows = [&](int top, const Planar& rows) {
+        if (top >= height) return;
+        Planar out(3, std::min(rows.height, height - top), width);
+        for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < out.height; ++y)
+                for (int x = 0; x < width; ++x)
+                    out.at(c, y, x) = (std::min(std::max(rows.at(c, y, x), -1.0f), 1.0f) + 1.0f) / 2.0f;
+        sink(top, out);
+    };
     NormalNoise generator(seed_);  // a fresh one per image, as strsr-upscale seeds one per image
     Tensor noise;
-    TileBlender blender(3, padded_height, padded_width, overlap_);
+    TileBlender blender(3, padded_height, padded_width, tile_, overlap_, finish_rows);
     for (const Tile& tile : plan_tiles(padded_height, padded_width, tile_, overlap_)) {
         Planar image = upsampled_tile(lr, tile, padded_height, padded_width);
         for (float& v : image.data) v = v * 2.0f - 1.0f;
@@ -99,13 +109,7 @@ Planar Upscaler::upscale(const Planar& lr) const {
         }
         blender.add(tile, backend_->run(image, manifest_.latent.samples ? &noise : nullptr));
     }
-    const Planar blend = blender.result();
-    Planar result(3, height, width);
-    for (int c = 0; c < 3; ++c)
-        for (int y = 0; y < height; ++y)
-            for (int x = 0; x < width; ++x)
-                result.at(c, y, x) = (std::min(std::max(blend.at(c, y, x), -1.0f), 1.0f) + 1.0f) / 2.0f;
-    return result;
+    blender.finish();
 }
 
 }  // namespace strsr

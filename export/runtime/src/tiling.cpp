@@ -87,35 +87,73 @@ std::vector<float> feather_weights(const Tile& tile, int height, int width, int 
     return weights;
 }
 
-TileBlender::TileBlender(int channels, int height, int width, int overlap)
-    : canvas_(channels, height, width), weight_sum_(size_t(height) * size_t(width), 0.0f), overlap_(overlap) {
+TileBlender::TileBlender(int channels, int height, int width, int tile, int overlap, Emit emit)
+    : height_(height), width_(width), overlap_(overlap), band_height_(std::min(tile, height)), emit_(std::move(emit)) {
     if (channels < 1 || height < 1 || width < 1) invalid("canvas dims must be positive");
-    if (overlap < 0) invalid("overlap must be non-negative, got " + std::to_string(overlap));
+    validate_grid(tile, overlap);
+    band_ = Planar(channels, band_height_, width);
+    weight_sum_.assign(size_t(band_height_) * size_t(width), 0.0f);
+    rows_.channels = channels;
+    rows_.width = width;
+    rows_.data.reserve(band_.data.size());
 }
 
 void TileBlender::add(const Tile& tile, const Planar& pixels) {
-    if (pixels.channels != canvas_.channels || pixels.height != tile.height || pixels.width != tile.width)
-        invalid("tile pixels must be (" + std::to_string(canvas_.channels) + ", " + std::to_string(tile.height) +
+    if (pixels.channels != band_.channels || pixels.height != tile.height || pixels.width != tile.width)
+        invalid("tile pixels must be (" + std::to_string(band_.channels) + ", " + std::to_string(tile.height) +
                 ", " + std::to_string(tile.width) + ")");
-    const std::vector<float> weights = feather_weights(tile, canvas_.height, canvas_.width, overlap_);
-    for (int c = 0; c < canvas_.channels; ++c)
+    if (finished_) invalid("tile added after finish()");
+    if (tile.top != top_) {  // a new row of tiles: the rows above it are final
+        if (tile.top < top_ || tile.top - top_ > band_height_)
+            invalid("tiles must come in plan order (a tile at row " + std::to_string(tile.top) + " after row " +
+                    std::to_string(top_) + ")");
+        emit_rows(tile.top - top_);
+    }
+    if (tile.bottom() > top_ + band_height_) invalid("tile is taller than the band of " + std::to_string(band_height_));
+    const std::vector<float> weights = feather_weights(tile, height_, width_, overlap_);
+    const int y0 = tile.top - top_;
+    for (int c = 0; c < band_.channels; ++c)
         for (int y = 0; y < tile.height; ++y)
             for (int x = 0; x < tile.width; ++x)
-                canvas_.at(c, tile.top + y, tile.left + x) +=
+                band_.at(c, y0 + y, tile.left + x) +=
                     pixels.at(c, y, x) * weights[size_t(y) * size_t(tile.width) + size_t(x)];
     for (int y = 0; y < tile.height; ++y)
         for (int x = 0; x < tile.width; ++x)
-            weight_sum_[size_t(tile.top + y) * size_t(canvas_.width) + size_t(tile.left + x)] +=
+            weight_sum_[size_t(y0 + y) * size_t(width_) + size_t(tile.left + x)] +=
                 weights[size_t(y) * size_t(tile.width) + size_t(x)];
 }
 
-Planar TileBlender::result() const {
-    Planar out(canvas_.channels, canvas_.height, canvas_.width);
-    const size_t plane = weight_sum_.size();
-    for (size_t c = 0; c < size_t(canvas_.channels); ++c)
-        for (size_t i = 0; i < plane; ++i)
-            out.data[c * plane + i] = canvas_.data[c * plane + i] / std::max(weight_sum_[i], kMinWeightSum);
-    return out;
+void TileBlender::finish() {
+    if (finished_) invalid("finish() called twice");
+    emit_rows(band_height_);
+    finished_ = true;
+}
+
+// Divides the band's first `count` rows into rows_, hands them out, then moves the band down by `count` rows.
+void TileBlender::emit_rows(int count) {
+    const size_t row = size_t(width_), n = size_t(count) * row, plane = band_.plane();
+    rows_.height = count;
+    rows_.data.resize(size_t(band_.channels) * n);
+    for (size_t c = 0; c < size_t(band_.channels); ++c)
+        for (size_t i = 0; i < n; ++i)
+            rows_.data[c * n + i] = band_.data[c * plane + i] / std::max(weight_sum_[i], kMinWeightSum);
+    emit_(top_, rows_);
+    auto shift = [&](float* values) {  // rows [count, band) to the top, zeros below
+        std::copy(values + n, values + plane, values);
+        std::fill(values + (plane - n), values + plane, 0.0f);
+    };
+    for (size_t c = 0; c < size_t(band_.channels); ++c) shift(band_.data.data() + c * plane);
+    shift(weight_sum_.data());
+    top_ += count;
+}
+
+TileBlender::Emit collect_into(Planar& whole) {
+    return [&whole](int top, const Planar& rows) {
+        for (int c = 0; c < rows.channels; ++c)
+            for (int y = 0; y < rows.height && top + y < whole.height; ++y)
+                std::copy_n(rows.data.data() + size_t(c) * rows.plane() + size_t(y) * size_t(rows.width),
+                            std::min(rows.width, whole.width), &whole.at(c, top + y, 0));
+    };
 }
 
 }  // namespace strsr

@@ -8,11 +8,14 @@
 //   (left) is not the image edge and linspace(1, 0, overlap) over the last rows (columns) of one whose bottom
 //   (right) is not, multiplied top, bottom, left, right in that order (float32 products round as torch's do).
 //   overlap 0: no ramps.
-// - TileBlender: accumulates pixels * weights and the weights in float32 in tile order; the result is the canvas
-//   divided by the weight sum floored at 1e-6 (the official division), not clamped.
+// - TileBlender: accumulates pixels * weights and the weights in float32 in tile order and divides by the weight
+//   sum floored at 1e-6 (the official division), not clamped; like strsr/tiling.py's blend_tiles it streams: rows
+//   are final once the plan moves to the next row of tiles, so only one band of tile height is held in float32,
+//   and each pixel still sums its tiles in plan order (the values of a whole-image canvas, bit for bit).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "image.hpp"
@@ -46,19 +49,32 @@ std::vector<float> linspace(float start, float end, int steps);
 // (tile.height * tile.width) float32 weights of `tile` inside a (height, width) image, row-major.
 std::vector<float> feather_weights(const Tile& tile, int height, int width, int overlap);
 
-// Accumulates weighted tiles into a (channels, height, width) float32 canvas plus a (height, width) weight sum.
+// Blends tiles given in plan_tiles order over a (channels, height, width) image into one band of min(tile, height)
+// rows plus its weight sums, and hands each finished block of rows to `emit` top to bottom: (top, rows) with rows
+// (channels, n, width) = band / max(weight_sum, 1e-6), valid during the call.
 class TileBlender {
 public:
-    TileBlender(int channels, int height, int width, int overlap);
-    // Blend `pixels` (channels, tile.height, tile.width) in.
+    using Emit = std::function<void(int top, const Planar& rows)>;
+    TileBlender(int channels, int height, int width, int tile, int overlap, Emit emit);
+    // Blend `pixels` (channels, tile.height, tile.width) in; emits the rows above `tile` first if it starts a new
+    // row of tiles. Throws Error(INVALID_ARGUMENT) on a wrong shape or a tile out of plan order.
     void add(const Tile& tile, const Planar& pixels);
-    // canvas / max(weight_sum, 1e-6), not clamped.
-    Planar result() const;
+    // Emits the last band; call once after the last tile.
+    void finish();
 
 private:
-    Planar canvas_;
+    void emit_rows(int count);
+
+    int height_, width_, overlap_, band_height_;
+    int top_ = 0;  // image row of the band's first row
+    bool finished_ = false;
+    Planar band_;
     std::vector<float> weight_sum_;
-    int overlap_;
+    Planar rows_;  // the block handed to emit_, reused
+    Emit emit_;
 };
+
+// An Emit that copies each block into `whole` (channels, height, width), for callers that want the whole blend.
+TileBlender::Emit collect_into(Planar& whole);
 
 }  // namespace strsr

@@ -59,13 +59,15 @@ int main(int argc, char** argv) {
             put_floats(values);
         } else if (mode == "blend" && argc == 6) {
             const int height = arg(argv, 2), width = arg(argv, 3), tile = arg(argv, 4), overlap = arg(argv, 5);
-            strsr::TileBlender blender(3, height, width, overlap);
+            strsr::Planar blend(3, height, width);  // the streamed row blocks, gathered
+            strsr::TileBlender blender(3, height, width, tile, overlap, strsr::collect_into(blend));
             for (const strsr::Tile& t : strsr::plan_tiles(height, width, tile, overlap)) {
                 strsr::Planar pixels(3, t.height, t.width);
                 get_floats(pixels.data);
                 blender.add(t, pixels);
             }
-            put_floats(blender.result().data);
+            blender.finish();
+            put_floats(blend.data);
         } else {
             std::fprintf(stderr, "usage: strsr_dump plan|linspaces|upsample|noise|blend ARGS... (see strsr_dump.cpp)\n");
             return 2;

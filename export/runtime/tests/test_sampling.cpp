@@ -44,7 +44,8 @@ std::vector<float> expected(const strsr::Planar& lr, int tile, int overlap, uint
     const int height = 4 * lr.height, width = 4 * lr.width;
     const int padded_height = (height + 15) / 16 * 16, padded_width = (width + 15) / 16 * 16;
     strsr::NormalNoise noise(seed);
-    strsr::TileBlender blender(3, padded_height, padded_width, overlap);
+    strsr::Planar blend(3, padded_height, padded_width);
+    strsr::TileBlender blender(3, padded_height, padded_width, tile, overlap, strsr::collect_into(blend));
     for (const strsr::Tile& t : strsr::plan_tiles(padded_height, padded_width, tile, overlap)) {
         strsr::Planar out = strsr::upsampled_tile(lr, t, padded_height, padded_width);
         const int h = t.height / kVaeScale, w = t.width / kVaeScale;
@@ -60,7 +61,7 @@ std::vector<float> expected(const strsr::Planar& lr, int tile, int overlap, uint
                 }
         blender.add(t, out);
     }
-    const strsr::Planar blend = blender.result();
+    blender.finish();
     std::vector<float> result;
     for (int c = 0; c < 3; ++c)
         for (int y = 0; y < height; ++y)

@@ -105,39 +105,103 @@ TEST(feather_weights_multiply_the_ramps_in_order) {
     CHECK_EQ(top_left[size_t(7 * 8 + 7)], 0.0f);  // falling ramps end at 0 on both axes
 }
 
-// Tiles of identical content blend back to it (the weight sums are positive wherever the plan reaches).
-TEST(blender_reproduces_identical_tiles) {
+// The whole-canvas blend, written out: every tile's pixels * weights and its weights summed into full-size float32
+// buffers in plan order, then divided by the weight sum floored at 1e-6 (what strsr/tiling.py did before it streamed).
+strsr::Planar whole_canvas_blend(const std::vector<strsr::Planar>& tiles, int height, int width, int tile, int overlap) {
+    strsr::Planar canvas(3, height, width);
+    std::vector<float> sum(size_t(height) * size_t(width), 0.0f);
+    size_t k = 0;
+    for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) {
+        const std::vector<float> w = strsr::feather_weights(t, height, width, overlap);
+        const strsr::Planar& pixels = tiles[k++];
+        for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < t.height; ++y)
+                for (int x = 0; x < t.width; ++x)
+                    canvas.at(c, t.top + y, t.left + x) += pixels.at(c, y, x) * w[size_t(y * t.width + x)];
+        for (int y = 0; y < t.height; ++y)
+            for (int x = 0; x < t.width; ++x) sum[size_t((t.top + y) * width + t.left + x)] += w[size_t(y * t.width + x)];
+    }
+    for (int c = 0; c < 3; ++c)
+        for (size_t i = 0; i < sum.size(); ++i) canvas.data[size_t(c) * sum.size() + i] /= std::max(sum[i], 1e-6f);
+    return canvas;
+}
+
+// Streaming the blend a band at a time gives the whole-canvas values bit for bit, in row blocks handed out top to
+// bottom, one per row of tiles, none taller than the tile; tiles of identical content blend back to it.
+TEST(streamed_blend_equals_the_whole_canvas_bit_for_bit) {
     const int shapes[][4] = {{100, 140, 48, 16}, {129, 224, 128, 32}, {64, 200, 64, 1}, {96, 70, 32, 0},
-                             {150, 150, 64, 37}};
+                             {150, 150, 64, 37}, {40, 40, 64, 16}, {2100, 24, 1024, 64}, {200, 96, 64, 63}};
     std::mt19937 rng(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (const auto& s : shapes) {
         const int height = s[0], width = s[1], tile = s[2], overlap = s[3];
         strsr::Planar image(3, height, width);
         for (float& v : image.data) v = uniform(rng);
-        strsr::TileBlender blender(3, height, width, overlap);
+        std::vector<strsr::Planar> crops, noisy;
         for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) {
-            strsr::Planar crop(3, t.height, t.width);
+            strsr::Planar crop(3, t.height, t.width), other(3, t.height, t.width);
             for (int c = 0; c < 3; ++c)
                 for (int y = 0; y < t.height; ++y)
-                    for (int x = 0; x < t.width; ++x) crop.at(c, y, x) = image.at(c, t.top + y, t.left + x);
-            blender.add(t, crop);
+                    for (int x = 0; x < t.width; ++x) {
+                        crop.at(c, y, x) = image.at(c, t.top + y, t.left + x);
+                        other.at(c, y, x) = uniform(rng);  // tiles that disagree: the sums' rounding shows
+                    }
+            crops.push_back(crop);
+            noisy.push_back(other);
         }
-        const strsr::Planar out = blender.result();
-        for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-6);
+        for (const std::vector<strsr::Planar>* tiles : {&crops, &noisy}) {
+            strsr::Planar out(3, height, width);
+            std::vector<std::pair<int, int>> blocks;  // (top, rows)
+            auto collect = strsr::collect_into(out);
+            strsr::TileBlender blender(3, height, width, tile, overlap, [&](int top, const strsr::Planar& rows) {
+                blocks.emplace_back(top, rows.height);
+                collect(top, rows);
+            });
+            size_t k = 0;
+            for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) blender.add(t, (*tiles)[k++]);
+            blender.finish();
+            CHECK(out.data == whole_canvas_blend(*tiles, height, width, tile, overlap).data);
+            CHECK_EQ(blocks.size(), strsr::tile_starts(height, tile, overlap).size());
+            int next = 0;
+            for (const auto& [top, rows] : blocks) {
+                CHECK_EQ(top, next);
+                CHECK(rows >= 1 && rows <= tile);
+                next = top + rows;
+            }
+            CHECK_EQ(next, height);
+        }
+        strsr::Planar out(3, height, width);
+        strsr::TileBlender blender(3, height, width, tile, overlap, strsr::collect_into(out));
+        size_t k = 0;
+        for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) blender.add(t, crops[k++]);
+        blender.finish();
+        for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-5);  // overlap 63: a pixel sums hundreds of tiles
     }
 }
 
 // The official division floors the weight sum at 1e-6: uncovered pixels come out 0, not an error; no clamping.
 TEST(blender_floors_the_weight_sum_and_does_not_clamp) {
-    strsr::TileBlender blender(3, 8, 8, 0);
+    strsr::Planar out(3, 8, 8);
+    strsr::TileBlender blender(3, 8, 8, 8, 0, strsr::collect_into(out));
     CHECK_ERROR(blender.add(Tile{0, 0, 4, 4}, strsr::Planar(3, 4, 5)), STRSR_ERROR_INVALID_ARGUMENT, "tile pixels");
     strsr::Planar pixels(3, 4, 8);
     for (float& v : pixels.data) v = 1.5f;
     blender.add(Tile{0, 0, 4, 8}, pixels);
-    const strsr::Planar out = blender.result();
+    blender.finish();
     CHECK_EQ(out.at(0, 0, 0), 1.5f);
     CHECK_EQ(out.at(2, 7, 7), 0.0f);
+    CHECK_ERROR(blender.finish(), STRSR_ERROR_INVALID_ARGUMENT, "finish() called twice");
+}
+
+// Rows are handed out once the plan passes them, so tiles must come in plan order.
+TEST(blender_refuses_tiles_out_of_plan_order) {
+    auto ignore = [](int, const strsr::Planar&) {};
+    strsr::TileBlender blender(3, 200, 64, 64, 16, ignore);
+    blender.add(Tile{48, 0, 64, 64}, strsr::Planar(3, 64, 64));
+    CHECK_ERROR(blender.add(Tile{0, 0, 64, 64}, strsr::Planar(3, 64, 64)), STRSR_ERROR_INVALID_ARGUMENT,
+                "tiles must come in plan order (a tile at row 0 after row 48)");
+    CHECK_ERROR(blender.add(Tile{136, 0, 64, 64}, strsr::Planar(3, 64, 64)), STRSR_ERROR_INVALID_ARGUMENT,
+                "tiles must come in plan order");
 }
 
 TEST(bad_grids_are_errors) {
