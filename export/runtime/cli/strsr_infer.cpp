@@ -3,7 +3,8 @@
 //
 //   strsr-infer photo.png -o photo_x4.png --engine-dir exported/ [--tile 1024] [--overlap 64] [--seed 0]
 //
-// Exit status: 0 done, 1 the image could not be read, upscaled or written, 2 bad arguments or export folder.
+// Exit status: 0 done, 1 the image could not be read, upscaled or written, 2 bad arguments (an output that is the
+// input included) or export folder.
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -135,6 +136,17 @@ int parse(int argc, char** argv, Args& args) {
     return -1;
 }
 
+// Whether writing `output` would replace `input`: the same file by another spelling of its path (./, .., a
+// symlink on the way, a symlink or hard link as the output), as strsr-upscale refuses an output over an input.
+bool same_file(const std::string& input, const std::string& output) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(input, output, ec)) return true;  // both exist: one inode
+    const std::filesystem::path a = std::filesystem::weakly_canonical(input, ec);
+    if (ec) return false;
+    const std::filesystem::path b = std::filesystem::weakly_canonical(output, ec);
+    return !ec && a == b;
+}
+
 double milliseconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
@@ -209,6 +221,11 @@ int main(int argc, char** argv) {
     Args args;
     const int stop = parse(argc, argv, args);
     if (stop >= 0) return stop;
+    if (same_file(args.input, args.output)) {
+        std::fprintf(stderr, "strsr-infer: %s: output would overwrite the input %s; choose another output file\n",
+                     args.output.c_str(), args.input.c_str());
+        return 2;
+    }
     try {
         const auto load_start = std::chrono::steady_clock::now();
         const strsr::Session session(args.engine_dir, args.options);

@@ -47,5 +47,20 @@ printf 'x' >> "$tmp/corrupt/dit_onestep.onnx"
 expect 2 "bytes, the manifest says" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$tmp/corrupt"
 expect 2 "--engine-dir is required" "$data/inputs/odd.png" -o "$tmp/o.png"
 expect 2 "unknown option --bogus" --bogus
+# -o naming the input, however spelled, is refused before anything runs, and the input is left as it was.
+mkdir -p "$tmp/in/sub"
+cp "$data/inputs/odd.png" "$tmp/in/photo.png"
+ln -s photo.png "$tmp/in/link.png"
+ln "$tmp/in/photo.png" "$tmp/in/hard.png"
+ln -s "$tmp/in" "$tmp/alias"
+for out in "$tmp/in/photo.png" "$tmp/in/./photo.png" "$tmp/in/sub/../photo.png" "$tmp/in/link.png" \
+           "$tmp/in/hard.png" "$tmp/alias/photo.png"; do
+    expect 2 "output would overwrite the input" "$tmp/in/photo.png" -o "$out" --engine-dir "$data/export"
+done
+(cd "$tmp/in" && "$infer" photo.png -o ./photo.png --engine-dir "$data/export" 2>/dev/null) && {
+    echo "FAILED: strsr-infer photo.png -o ./photo.png ran"; failures=$((failures + 1)); }
+expect 2 "output would overwrite the input" "$tmp/in/link.png" -o "$tmp/in/photo.png" --engine-dir "$data/export"
+cmp -s "$data/inputs/odd.png" "$tmp/in/photo.png" || { echo "FAILED: the input was changed"; failures=$((failures + 1)); }
+[[ -L $tmp/in/link.png ]] || { echo "FAILED: the input's symlink was replaced"; failures=$((failures + 1)); }
 [[ ! -e $tmp/o.png ]] || { echo "FAILED: a failed run left $tmp/o.png"; failures=$((failures + 1)); }
 exit $((failures > 0))
