@@ -27,9 +27,12 @@ rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
 rgba.save(out / "rgba.png")
 photo.convert("L").save(out / "grey.png")
 PY
-strsr-upscale "$data/inputs/chelsea.png" -o "$data/reference/tiled" --backend onnx --engine-dir "$data/export" \
+# strsr-upscale picks the ONNX path with --runtime onnx (before: --backend onnx)
+runtime=--runtime
+[[ $(strsr-upscale --help) == *--runtime* ]] || runtime=--backend
+strsr-upscale "$data/inputs/chelsea.png" -o "$data/reference/tiled" "$runtime" onnx --engine-dir "$data/export" \
     --tile 128 --overlap 32 --quiet
 strsr-upscale "$data/inputs/odd.png" "$data/inputs/rgba.png" "$data/inputs/grey.png" -o "$data/reference/default" \
-    --backend onnx --engine-dir "$data/export" --quiet
-strsr-upscale "$data/inputs/odd.png" -o "$data/reference/nearest" --backend onnx --engine-dir "$data/export" \
+    "$runtime" onnx --engine-dir "$data/export" --quiet
+strsr-upscale "$data/inputs/odd.png" -o "$data/reference/nearest" "$runtime" onnx --engine-dir "$data/export" \
     --rounding nearest --quiet
