@@ -1,8 +1,8 @@
 """`strsr-bench`: benchmark entry point.
 
-    strsr-bench --res 1024 [--preset P] [--backends eager,compile,onnx,trt-fp16,trt-fp8] [--device cuda|cpu] ...
-        per-stage latency, throughput and memory by backend, FLOPs and fraction of peak (strsr.bench.pipeline_bench)
-    strsr-bench kernels [--out DIR]
+    strsr-bench --res 1024 [--preset P] [--runtimes eager,compile,onnx,trt-fp16,trt-fp8] [--device cuda|cpu] ...
+        per-stage latency, throughput and memory by runtime, FLOPs and fraction of peak (strsr.bench.pipeline_bench)
+    strsr-bench kernels [-o DIR]
         fused FDL vs reference, attention vs SDPA (JSON per benchmark in DIR); without a GPU each says so, exit 0
 """
 
@@ -12,16 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from strsr.bench import kernels_attention, kernels_fdl, pipeline_bench
+from strsr.bench import pipeline_bench
+from strsr.spec import HelpFormatter
 
 
 def kernels_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="strsr-bench kernels", description="Triton kernels against their references")
-    p.add_argument("--out", type=Path, help="folder for attention.json and fdl.json")
+    from strsr.bench import kernels_attention, kernels_fdl
+
+    p = argparse.ArgumentParser(prog="strsr-bench kernels", description="Triton kernels against their references",
+                                formatter_class=HelpFormatter)  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, help="folder for attention.json and fdl.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="FDL input sides")
     args = p.parse_args(argv)
-    attention_args = ["--json", str(args.out / "attention.json")] if args.out else []
-    fdl_args = ["--sizes", *map(str, args.sizes)] + (["--json", str(args.out / "fdl.json")] if args.out else [])
+    attention_args = ["--json", str(args.output / "attention.json")] if args.output else []
+    fdl_args = ["--sizes", *map(str, args.sizes)] + (["--json", str(args.output / "fdl.json")] if args.output else [])
     return max(kernels_attention.main(attention_args), kernels_fdl.main(fdl_args))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from strsr.bench.report import write_json
+from strsr.bench.report import write_results
 from strsr.bench.tiny_eval import held_out_outputs
 from strsr.evaluation.metrics import WEIGHT_FREE_METRICS, MetricSuite
 from strsr.evaluation.report import format_table, means
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {m: means([r for r in rows if r["method"] == m], columns) for m in methods}
     counts = {m: sum(r["method"] == m for r in rows) for m in methods}
     log.info("%s", format_table(results, columns, counts))
-    write_json(args.json, {"means": results, "images": rows})
+    write_results(args.json, {"means": results, "images": rows})
     return 0
 
 

@@ -28,7 +28,7 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from strsr.bench.report import write_json
+from strsr.bench.report import write_results
 from strsr.losses.fdl import FrequencyDistributionLoss
 
 log = logging.getLogger("strsr.bench")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         log.info("%-6s %6d %10.3f %10.3f %10.1f %8.1f %8.1f", f"{r['size']}²", r["num_proj"], r["median_s"],
                  r["min_s"], r["peak_mib"], r["gflop"], r["gflops"])  # fmt: skip
-    write_json(args.json, records, threads=spec.threads or torch.get_num_threads(), logical_cpus=psutil.cpu_count())
+    write_results(args.json, records, threads=spec.threads or torch.get_num_threads(), logical_cpus=psutil.cpu_count())
     return 0
 
 

@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                             "peak_rss_mib": round(out["peak_kib"] / 1024)})  # fmt: skip
         log.info("%s", records[-1])
     if args.json:
-        from strsr.bench.report import write_json
+        from strsr.bench.report import write_results
 
-        write_json(args.json, records)
+        write_results(args.json, records)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A bar chart of one-pass and end-to-end latency per backend on a log axis (like the paper's Fig. 12), with the
+"""A bar chart of one-pass and end-to-end latency per runtime on a log axis (like the paper's Fig. 12), with the
 published references as labelled reference lines."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def bar_chart(report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     ok = [r for r in report["results"] if r["status"] == "ok" and r["stage"] in ("one_pass", "upscale")]
-    labels = [f"{r['backend']}\n{r['stage']}" for r in ok]
+    labels = [f"{r['runtime']}\n{r['stage']}" for r in ok]
     seconds = [r["median_ms"] / 1e3 for r in ok]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(ok) + 3), 4.5))
     ax.bar(labels, seconds, color="tab:blue")
@@ -27,7 +27,7 @@ def bar_chart(report: dict, path: Path) -> Path:
     ax.set_ylabel("seconds (log scale)")
     device = report["device"]["gpu"] or f"CPU ({report['device']['cpu']})"
     spec = report["spec"]
-    ax.set_title(f"{spec['preset']}, {spec['res']}x{spec['res']} output, batch {spec['batch']} on {device}\n"
+    ax.set_title(f"{spec['model']['preset']}, {spec['res']}x{spec['res']} output, batch {spec['batch']} on {device}\n"
                  "references: published timings for a 1024x1024 input (GPU not stated)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

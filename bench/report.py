@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
 import torch
+
+from strsr.atomic import write_json as atomic_write_json
 
 
 def environment(**extra) -> dict:
@@ -14,9 +15,7 @@ def environment(**extra) -> dict:
             "cpu": platform.processor() or platform.machine(), **extra}  # fmt: skip
 
 
-def write_json(path: Path | None, results, **env_extra) -> None:
-    """Write {"env": ..., "results": ...} to `path` (no-op without a path)."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"env": environment(**env_extra), "results": results}, indent=2) + "\n")
+def write_results(path: Path | None, results, **env_extra) -> None:
+    """Write {"env": ..., "results": ...} to `path`, atomically (no-op without a path)."""
+    if path is not None:
+        atomic_write_json(path, {"env": environment(**env_extra), "results": results})

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from strsr.bench.report import write_json
-from strsr.degradation import RealESRGANDegradation
+from strsr.bench.report import write_results
+from strsr.degradation import DegradationConfig, RealESRGANDegradation
 from strsr.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
@@ -35,7 +35,7 @@ def held_out_photo(name: str) -> torch.Tensor:
 
 def degraded_inputs(hr: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     bicubic = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
-    pair = RealESRGANDegradation(sharpen_gt=False)(hr, torch.Generator().manual_seed(seed))
+    pair = RealESRGANDegradation(DegradationConfig(sharpen_gt=False))(hr, torch.Generator().manual_seed(seed))
     return {"bicubic-x4": bicubic, "realesrgan": pair.lr}
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%-8s %-11s %-11s %7s %7s", "image", "input", "method", "PSNR", "SSIM")
     for r in rows:
         log.info("%-8s %-11s %-11s %7.2f %7.4f", r["image"], r["input"], r["method"], r["psnr"], r["ssim"])
-    write_json(args.json, rows)
+    write_results(args.json, rows)
     return 0
 
 

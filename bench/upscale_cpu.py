@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from strsr.bench.report import write_json
+from strsr.bench.report import write_results
 from strsr.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%-8s %10s %10s %10s", "preset", "LR->out", "median s", "min s")
     for r in records:
         log.info("%-8s %10s %10.3f %10.3f", r["preset"], f"{r['lr']}->{r['out']}", r["median_s"], r["min_s"])
-    write_json(args.json, records)
+    write_results(args.json, records)
     return 0
 
 

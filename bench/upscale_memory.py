@@ -2,7 +2,7 @@
 its peak resident set (ru_maxrss) is read afterwards, with the wall time and the output size.
 
     python -m strsr.bench.upscale_memory --sizes 256x256 1000x750 4000x3000 --json out/upscale_memory.json
-    python -m strsr.bench.upscale_memory --backend onnx --engine-dir exported/ --sizes 256x256 500x375
+    python -m strsr.bench.upscale_memory --runtime onnx --engine-dir exported/ --sizes 256x256 500x375
 
 The pipeline holds one band of tiles in float32 and the output's integer samples, so the peak should grow with the
 output's 8-bit size (3 bytes per output pixel), not with a float canvas (the target: a 4000x3000 input, i.e. a
@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", default=["256x256", "1000x750", "2000x1500"], help="LR sizes WxH")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--tile", type=int, help="output tile (default: strsr-upscale's)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"))
-    p.add_argument("--engine-dir", type=Path, help="strsr-export folder for --backend onnx")
+    p.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="strsr-upscale's --runtime")
+    p.add_argument("--engine-dir", type=Path, help="strsr-export folder for --runtime onnx")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    extra = ["--preset", args.preset, "--backend", args.backend]
+    extra = ["--preset", args.preset, "--runtime", args.runtime]
     extra += ["--tile", str(args.tile)] if args.tile else []
     extra += ["--engine-dir", str(args.engine_dir)] if args.engine_dir else []
     # sizes run smallest first: ru_maxrss of RUSAGE_CHILDREN is the maximum over every child so far
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for width, height in sizes:
         record = run_one(width, height, extra)
-        records.append({"preset": args.preset, "backend": args.backend, "tile": args.tile, **record})
+        records.append({"preset": args.preset, "runtime": args.runtime, "tile": args.tile, **record})
         log.info("%s", records[-1])
     if args.json:
-        from strsr.bench.report import write_json
+        from strsr.bench.report import write_results
 
-        write_json(args.json, records)
+        write_results(args.json, records)
     return 0
 
 

@@ -1,11 +1,11 @@
 """`strsr-export`: merge the LoRA, export the one-step pipeline to ONNX, check parity, write a manifest.
 
-    strsr-export --preset tiny --out exported/ --onnx
-    strsr-export --preset flux2-klein-4b --pretrained /models/klein-base --checkpoint strsr-flux.safetensors \
-        --out exported/flux --onnx
+    strsr-export --preset tiny -o exported/
+    strsr-export --preset flux2-klein-4b --pretrained /models/klein-base --vlm /models/Qwen3-VL-4B-Instruct \
+        --checkpoint /models/StrSR-flux -o exported/flux --trt
 
 Everything is validated before any work. Artifacts are written to temporary names and renamed; a re-export is
-skipped only when the folder's manifest records the same weights hash and settings.
+skipped only when the folder's manifest records the same weights hash and settings and its files check out.
 """
 
 from __future__ import annotations
@@ -13,265 +13,74 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
-from strsr.atomic import atomic_write
-from strsr.autoencoders import LATENT_MODES
-from strsr.checkpoint import CheckpointError
-from strsr.cli import sample_image
-from strsr.conditioning import CONDITIONING_MODES, NullConditioning
-from strsr.export.onnx_attention import ATTENTION_OPS
-from strsr.export.onnx_export import (
-    OPSET,
-    check_parity,
-    export_graph,
-    external_data_files,
-    graph_specs,
-    tile_input_shapes,
-)
-from strsr.imageio import ImageError, find_images, load_image
-from strsr.lora import merge_lora
-from strsr.manifest import (
-    FORMAT,
-    file_record,
-    inside,
-    is_current,
-    read_manifest,
-    referenced_files,
-    tool_versions,
-    weights_hash,
-    write_manifest,
-)
-from strsr.pipeline import SuperResolver
-from strsr.presets import PRESETS
+from strsr.spec import HelpFormatter, ModelSpec
 
 log = logging.getLogger("strsr.export")
 
 PRECISIONS = ("fp32", "fp16", "fp8")
-# ONNX Runtime vs PyTorch at the same precision; fp16 graphs accumulate differently from PyTorch's CPU kernels.
-# fp8 graphs are exported (and checked) in fp32, then the DiT is quantised: its error is recorded, not bounded.
-PARITY_ATOL = {"fp32": 1e-4, "fp16": 2e-2, "fp8": 1e-4}
-_DTYPES = {"fp32": "float32", "fp16": "float16", "fp8": "float32"}
-CALIBRATION_CROP = 256  # output pixels per calibration tile where the DiT graph is dynamic
+ATTENTION_OPS = ("onnxruntime", "onnx")  # ONNX Runtime's fused MultiHeadAttention, or the standard Attention node
 
 
 @dataclass(frozen=True)
 class ExportSpec:
-    preset: str
-    out: Path
-    pretrained: Path | None
-    checkpoint: Path | None
-    random_weights: bool
-    onnx: bool
+    model: ModelSpec
+    output: Path
+    precision: str  # of the graphs: fp32, fp16 (from a half model) or fp8 (Q/DQ on the DiT graph)
+    tile: int  # output tile the engines are built for
     trt: bool
-    precision: str
-    tile: int
     force: bool
     calibration: tuple[Path, ...]
     calibration_tiles: int
-    conditioning: str | None
-    prompt: str
-    vlm: Path | None
-    text_encoder: Path | None
-    latent: str
     attention_op: str
 
 
-def parse(argv: list[str] | None) -> ExportSpec:
-    p = argparse.ArgumentParser(prog="strsr-export", description="Export StrSR to ONNX (and TensorRT).")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--pretrained", type=Path, help="local diffusers folder of the base model")
-    p.add_argument("--checkpoint", type=Path, help="strsr generator weights (default for tiny: the bundled ones)")
-    p.add_argument("--random-weights", action="store_true")
-    p.add_argument("--onnx", action="store_true", help="export ONNX graphs (default when --trt is not given)")
-    p.add_argument("--trt", action="store_true", help="build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="strsr-export", description="Export StrSR to ONNX (and TensorRT).",
+                                formatter_class=HelpFormatter)  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    ModelSpec.add_args(p, device="cpu", precision=False)
+    e = p.add_argument_group("export")
+    e.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weights and math inside the graphs (inputs and outputs stay float32)")  # fmt: skip
-    p.add_argument("--tile", type=int, default=1024, help="output tile size the engines are built for")
-    p.add_argument("--force", action="store_true", help="export even when the manifest says it is current")
-    p.add_argument("--calibration", nargs="+", default=[], metavar="LR",
-                   help="LR images or folders for FP8 calibration (default: the bundled sample photo)")
-    p.add_argument("--calibration-tiles", type=int, default=8, help="FP8 calibration tiles (default 8)")
-    p.add_argument("--conditioning", choices=CONDITIONING_MODES, help="default: vlm for full presets, none for tiny")
-    p.add_argument("--prompt", default="", help="prompt for text conditioning (vlm: default the official one)")
-    p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder (vlm conditioning: it stays in PyTorch)")
-    p.add_argument("--text-encoder", type=Path, help="folder with text_encoder/ and tokenizer/ (text conditioning)")
-    p.add_argument("--latent", default="sample", choices=LATENT_MODES,
-                   help="VAE encoding: sample (the encoder graph takes the posterior noise, drawn by the runtime) "
-                        "or mode (default: sample, as the official scripts)")  # fmt: skip
-    p.add_argument("--attention-op", choices=ATTENTION_OPS,
+    e.add_argument("--tile", type=int, default=1024, help="output tile size the engines are built for")
+    e.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
+    e.add_argument("--attention-op", choices=ATTENTION_OPS,
                    help="attention in the graphs: onnxruntime (its fused MultiHeadAttention) or onnx (the standard "
                         "Attention node, which TensorRT >= 10.14 parses); default onnx with --trt or --precision "
                         "fp8 (graphs for TensorRT), else onnxruntime")  # fmt: skip
+    e.add_argument("--force", action="store_true", help="export even when the manifest says it is current")
+    e.add_argument("--calibration", nargs="+", default=[], metavar="LR",
+                   help="LR images or folders for FP8 calibration (default: the bundled sample photo)")
+    e.add_argument("--calibration-tiles", type=int, default=8, help="FP8 calibration tiles")
+    return p
+
+
+def parse(argv: list[str] | None) -> ExportSpec:
+    p = build_parser()
     a = p.parse_args(argv)
     for_tensorrt = a.trt or a.precision == "fp8"
     if for_tensorrt and a.attention_op == "onnxruntime":
         p.error("--trt and --precision fp8 need --attention-op onnx: TensorRT (and ModelOpt's FP8 quantiser) cannot "
                 "take ONNX Runtime's MultiHeadAttention")  # fmt: skip
-    attention_op = a.attention_op or ("onnx" if for_tensorrt else "onnxruntime")
     if a.calibration_tiles < 1:
         p.error("--calibration-tiles must be at least 1")
+    try:
+        model = ModelSpec.from_args(a, precision="fp32")  # the graphs' --precision sets the model's at export
+    except ValueError as err:
+        p.error(str(err))
+    from strsr.cli import sample_image
+    from strsr.imageio import ImageError, find_images
+
     try:
         calibration = tuple(find_images(a.calibration)) if a.calibration else (sample_image(),)
     except ImageError as err:
         p.error(f"--calibration: {err}")
-    return ExportSpec(a.preset, a.out, a.pretrained, a.checkpoint, a.random_weights, a.onnx or not a.trt, a.trt,
-                      a.precision, a.tile, a.force, calibration, a.calibration_tiles, a.conditioning, a.prompt, a.vlm,
-                      a.text_encoder, a.latent, attention_op)  # fmt: skip
-
-
-def require_tensorrt() -> None:
-    """Fail early and clearly where TensorRT engines cannot be built."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "strsr-export: --trt needs TensorRT, which is not installed here (pip install 'strsr[trt]' on a machine "
-            "with an NVIDIA GPU and NVIDIA's package index); ONNX export works without it"
-        ) from None
-    if not torch.cuda.is_available():
-        raise SystemExit("strsr-export: --trt needs an NVIDIA GPU; none is visible (CUDA unavailable)")
-
-
-def export(spec: ExportSpec) -> dict:
-    """Merge, export and check; returns the manifest."""
-    resolver = SuperResolver.from_preset(spec.preset, pretrained=spec.pretrained, checkpoint=spec.checkpoint,
-                                         random_weights=spec.random_weights, device="cpu",
-                                         dtype=_DTYPES[spec.precision], conditioning=spec.conditioning,
-                                         prompt=spec.prompt, vlm=spec.vlm, text_encoder=spec.text_encoder,
-                                         latent=spec.latent)  # fmt: skip
-    model = resolver.model
-    model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
-    spec.out.mkdir(parents=True, exist_ok=True)
-    key = {"format": FORMAT, "preset": spec.preset, "precision": spec.precision, "opset": OPSET,
-           "attention_op": spec.attention_op,
-           "weights_sha256": weights_hash(model), "tile": spec.tile,
-           "conditioning": _conditioning_entry(model),
-           # what the runtime feeds the encoder: "sample" graphs take posterior noise of (B, C, H/s, W/s)
-           "latent": {"mode": "sample" if model.codec.samples else "mode", "channels": model.preset.latents.channels,
-                      "vae_scale": model.preset.latents.vae_scale}}  # fmt: skip
-    if spec.precision == "fp8":
-        key["calibration"] = {"images": [p.name for p in spec.calibration], "tiles": spec.calibration_tiles}
-    current = not spec.force and is_current(spec.out, key)
-    # one conditioning for tracing, calibration and engine shapes (the VLM reads the first calibration image)
-    condition = reference_condition(model, spec.calibration[0]) if not current or spec.trt else None
-    if current:
-        log.info("%s: ONNX graphs are current (same weights hash and settings)", spec.out)
-        manifest = read_manifest(spec.out)
-    else:
-        manifest = _export_onnx(model, spec, key, condition)
-    if spec.trt:
-        manifest = _build_engines(model, spec, manifest, condition.shape[1])
-    return manifest
-
-
-def _conditioning_entry(model) -> dict:
-    """How the exported pipeline is conditioned: stored tokens (none, text), or the VLM in PyTorch + projector."""
-    if not model.image_conditioned:
-        kind = "none" if isinstance(model.conditioning, NullConditioning) else "text"
-        return {"mode": kind, "file": "condition.safetensors"}
-    encoder = model.conditioning.encoder
-    return {"mode": "vlm", "prompt": encoder.prompt, "max_tokens": encoder.max_tokens,
-            "vlm_width": model.conditioning.adapter.vlm_width}  # fmt: skip
-
-
-def reference_condition(model, image: Path) -> torch.Tensor:
-    """The conditioning tokens (1, L, D) for a real LR image (the VLM reads it; the other modes ignore it)."""
-    with torch.no_grad():
-        lr = load_image(image).rgb[None].to(model.device)
-        return model.condition_for(lr).tokens.detach().float().cpu().contiguous()
-
-
-def _export_onnx(model, spec: ExportSpec, key: dict, condition: torch.Tensor) -> dict:
-    if not model.image_conditioned:  # a fixed embedding: stored once, fed to every DiT call
-        atomic_write(spec.out / "condition.safetensors", lambda tmp: save_file({"condition": condition}, tmp))
-    graphs = {}
-    for graph in graph_specs(model, spec.tile, condition.shape[1]):
-        start = time.perf_counter()
-        path = export_graph(model, graph, spec.out, spec.attention_op)
-        seconds = time.perf_counter() - start
-        error = check_parity(model, graph, path)
-        if error > PARITY_ATOL[spec.precision]:
-            raise AssertionError(f"{path.name}: ONNX Runtime differs from PyTorch by {error:.3g} "
-                                 f"(> {PARITY_ATOL[spec.precision]})")  # fmt: skip
-        log.info("%-12s exported in %5.1f s, ORT parity max abs diff %.2e", graph.name, seconds, error)
-        quantization = None
-        if spec.precision == "fp8" and graph.name == "dit_onestep":
-            quantization = _quantize_fp8(model, graph, path, spec, condition)
-        data_files = external_data_files(path)
-        graphs[graph.name] = {
-            "file": path.name,
-            **({"external_data": data_files} if data_files else {}),
-            "inputs": {name: [graph.dynamic.get(name, {}).get(i, n) for i, n in enumerate(shape)]
-                       for name, shape in graph.inputs.items()},  # fmt: skip
-            "outputs": list(graph.outputs),
-            "parity_max_abs_diff": error,
-            "export_seconds": seconds,
-            **({"quantization": quantization} if quantization else {}),
-        }
-    manifest = {
-        **key,
-        "family": model.preset.family,
-        "t1": model.t1,
-        "pixel_multiple": model.preset.latents.pixel_multiple,
-        "tile": spec.tile,
-        **({} if model.image_conditioned else {"condition_file": "condition.safetensors"}),
-        "graphs": graphs,
-        "tools": tool_versions(),
-    }
-    return write_with_file_records(spec.out, manifest)
-
-
-def write_with_file_records(out_dir: Path, manifest: dict) -> dict:
-    """Record the size and sha256 of every file the manifest names, then write it."""
-    names = referenced_files(out_dir, manifest)
-    manifest = {**manifest, "files": {name: file_record(inside(out_dir, name, what)) for name, what in names.items()}}
-    write_manifest(out_dir, manifest)
-    return manifest
-
-
-def _quantize_fp8(model, graph, path: Path, spec: ExportSpec, condition: torch.Tensor) -> dict:
-    """FP8 Q/DQ for the DiT graph, calibrated on real LR tiles; records its error against fp32 PyTorch."""
-    from strsr.export.fp8 import calibration_states, quantize_dit_fp8
-
-    start = time.perf_counter()
-    crop = spec.tile if not graph.dynamic else CALIBRATION_CROP  # a static graph takes whole tiles only
-    states = calibration_states(model, list(spec.calibration), crop, spec.calibration_tiles)
-    condition = condition.expand(states.shape[0], -1, -1)
-    summary = quantize_dit_fp8(path, {"state": states.numpy(), "condition": condition.contiguous().numpy()})
-    summary["max_abs_diff_vs_fp32"] = check_parity(model, graph, path)
-    summary["seconds"] = time.perf_counter() - start
-    log.info("%-12s FP8: %d tensors quantised in %4.1f s, max abs diff vs fp32 %.3g", graph.name,
-             summary["quantized_tensors"], summary["seconds"], summary["max_abs_diff_vs_fp32"])  # fmt: skip
-    return summary
-
-
-def _build_engines(model, spec: ExportSpec, manifest: dict, condition_tokens: int) -> dict:
-    """TensorRT engines beside the graphs, unless the manifest records current ones for this TensorRT and GPU."""
-    import tensorrt as trt
-
-    from strsr.export.tensorrt import build_engines
-    from strsr.manifest import ManifestError
-    from strsr.trt_backend import check_engine_host, gpu_identity
-
-    section = manifest.get("tensorrt")
-    try:
-        check_engine_host(section, trt_version=trt.__version__, **gpu_identity(), where=spec.out)
-        present = all((spec.out / e["file"]).is_file() for e in section["engines"].values())
-    except ManifestError:
-        present = False
-    if present and not spec.force and section.get("weights_sha256") == manifest["weights_sha256"]:
-        log.info("%s: TensorRT engines are current for this GPU and TensorRT version", spec.out)
-        return manifest
-    section = build_engines(spec.out, manifest, tile_input_shapes(model, spec.tile, condition_tokens))
-    manifest = {**manifest, "tensorrt": {**section, "weights_sha256": manifest["weights_sha256"]}}
-    return write_with_file_records(spec.out, manifest)
+    attention_op = a.attention_op or ("onnx" if for_tensorrt else "onnxruntime")
+    return ExportSpec(model, a.output, a.precision, a.tile, a.trt, a.force, calibration, a.calibration_tiles,
+                      attention_op)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     # the exporter's libraries log at INFO on the root logger: keep the terminal to strsr's own lines
     logging.basicConfig(level=logging.WARNING, format="strsr-export: %(message)s", stream=sys.stderr)
     logging.getLogger("strsr").setLevel(logging.INFO)
+    from strsr.checkpoint import CheckpointError
+    from strsr.export.exporter import export, require_tensorrt
+
     if spec.trt:
         require_tensorrt()
     try:

@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-ATTENTION_OPS = ("onnxruntime", "onnx")  # com.microsoft.MultiHeadAttention, or the standard Attention-23 node
 MICROSOFT = "com.microsoft"
 
 

@@ -20,7 +20,6 @@ import os
 import torch
 
 KERNEL_BACKENDS = ("auto", "triton", "reference")
-BACKENDS = KERNEL_BACKENDS  # the name strsr.losses.fdl imports today
 KERNEL_BACKEND_ENV = "STRSR_KERNEL_BACKEND"
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("strsr_kernel_backend", default=None)
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from strsr.backbones import Condition
-from strsr.presets import Preset
-from strsr.vlm import QWEN3_VL_4B_WIDTH, VLMEncoder
+from strsr.presets import QWEN3_VL_4B_WIDTH, Preset
+from strsr.vlm import VLMEncoder
 
 
 class VLMAdapter(nn.Sequential):

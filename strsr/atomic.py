@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -38,3 +39,11 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json(path: Path, data, *, indent: int = 2) -> Path:
+    """`data` as JSON at `path`, atomically (the folder is created if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=indent, default=str) + "\n"  # paths and other scalars as their text
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -12,6 +12,8 @@ from diffusers import AutoencoderKL, AutoencoderKLFlux2
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from strsr.spec import LATENT_MODES
+
 
 class PixelShuffleAutoencoder(ModelMixin, ConfigMixin):
     """A parameter-free, exactly invertible "VAE": pixel-unshuffle by `scale` (3 -> 3*scale^2 channels).
@@ -41,9 +43,6 @@ class PixelShuffleAutoencoder(ModelMixin, ConfigMixin):
 Autoencoder = AutoencoderKLFlux2 | AutoencoderKL | PixelShuffleAutoencoder
 
 
-# How an image becomes a latent: a draw from the VAE posterior, as the official scripts encode (training and
-# inference), or its mode (deterministic without a seed). The pixel-shuffle autoencoder has no posterior.
-LATENT_MODES = ("sample", "mode")
 
 
 def has_posterior(vae: Autoencoder) -> bool:
@@ -63,7 +62,7 @@ def encode_latent(
     `DiagonalGaussianDistribution.sample` from `generator` (the global RNG when None: what the official scripts
     use), or given as `noise` (B, C, H/s, W/s) by an exported graph's caller.
     """
-    if latent not in LATENT_MODES:
+    if latent not in LATENT_MODES:  # a draw from the posterior (the official encoding), or its mode
         raise ValueError(f"unknown latent mode {latent!r}; choose from {', '.join(LATENT_MODES)}")
     if not has_posterior(vae):
         return vae.encode(image)

@@ -17,12 +17,9 @@ from diffusers import Flux2Transformer2DModel, ZImageTransformer2DModel
 from strsr.autoencoders import AUTOENCODER_CLASSES, Autoencoder
 from strsr.latents import flux2_image_ids, flux2_text_ids, pack_tokens, unpack_tokens
 from strsr.presets import Preset
+from strsr.spec import MissingWeightsError
 
 TRANSFORMER_CLASSES = {"flux2": Flux2Transformer2DModel, "zimage": ZImageTransformer2DModel}
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained folder lacks a file the preset needs; the message names it."""
 
 
 @dataclass

@@ -1,84 +1,93 @@
-"""Assemble a `StrSRGenerator` for a preset: weights, LoRA, conditioning, checkpoint."""
+"""Build the `StrSRGenerator` a `ModelSpec` describes: weights, LoRA, conditioning, checkpoint, device, precision."""
 
 from __future__ import annotations
 
+import os
+from importlib import resources
 from pathlib import Path
 
 import torch
 
 from strsr.adapter import VLMConditioning, adapter_for
-from strsr.autoencoders import LATENT_MODES
 from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
-from strsr.checkpoint import load_generator, read_metadata
-from strsr.conditioning import CONDITIONING_MODES, NullConditioning, load_text_encoder, prompt_conditioning
+from strsr.checkpoint import checkpoint_lora_rank, load_generator
+from strsr.conditioning import NullConditioning, load_text_encoder, prompt_conditioning
 from strsr.lora import add_lora, base_transformer
 from strsr.model import StrSRGenerator
 from strsr.official_checkpoint import is_official_checkpoint, load_official_checkpoint, official_lora_rank
 from strsr.presets import Preset, get_preset
+from strsr.spec import ModelSpec, SpecError, default_conditioning
 from strsr.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 
 
-def build_generator(
-    preset: Preset | str,
-    *,
-    pretrained: str | Path | None = None,
-    random_weights: bool = False,
-    checkpoint: str | Path | None = None,
-    conditioning: str = "none",
-    prompt: str = "",
-    lora_rank: int | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    text_encoder=None,
-    tokenizer=None,
-    text_encoder_dir: str | Path | None = None,
-    vlm: str | Path | None = None,
-    vlm_encoder: VLMEncoder | None = None,
-    vlm_width: int | None = None,
-    attention_backend: str = "sdpa",
-    latent: str = "sample",
-) -> StrSRGenerator:
-    """The generator for `preset`, in eval mode.
+def resolve_device(device: str = "auto") -> torch.device:
+    """A spec's device: auto is the local rank's GPU under torchrun, else the GPU, else the CPU."""
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():  # meta and cpu are always there
+        raise SpecError(f"--device {device}: CUDA is not available here")
+    return torch.device(device)
 
-    Weights come from `pretrained` (a diffusers-layout folder), or are random (`random_weights`, and always for the
-    tiny presets, seeded by `seed`). `lora_rank` None uses the checkpoint's rank, else the preset's; 0 trains the
-    whole transformer.
-    `conditioning="text"` encodes `prompt` once with the base text encoder (passed in, or from `text_encoder_dir`
-    or `pretrained`, each holding text_encoder/ and tokenizer/). `conditioning="vlm"` reads each LR image with the
-    Qwen3-VL in the local folder `vlm` (or `vlm_encoder`) and the prompt (default: the official one) through the
-    adapter; without a VLM (`vlm_width` given) the adapter takes precomputed features (conversion, export).
-    `checkpoint` is strsr's safetensors file, or a folder in the official release layout (state_dict.pth and
-    projector.pth), detected by its files.
-    `attention_backend`: "sdpa" (diffusers' processors) or "triton" / "triton-fused" (strsr's kernels, the latter
-    with RMSNorm and RoPE fused into the kernel); the Triton ones are wired for FLUX.2 presets.
-    `latent`: "sample" (a draw from the VAE posterior, as the official scripts encode) or "mode".
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """A spec's precision: auto is bf16 on a GPU, fp32 on a CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def bundled_weights(preset: Preset) -> Path | None:
+    """The generator weights shipped inside the package for `preset`, if any."""
+    if preset.bundled_weights is None:
+        return None
+    path = Path(str(resources.files("strsr") / "data" / "weights" / preset.bundled_weights))
+    return path if path.is_file() else None
+
+
+def checkpoint_for(spec: ModelSpec, preset: Preset) -> Path | None:
+    """The spec's checkpoint; with none given, the preset's bundled weights when the spec asks for exactly what they
+    were trained as (no base weights, not random, the preset's default conditioning)."""
+    if spec.checkpoint is not None or spec.pretrained is not None or spec.random_weights:
+        return spec.checkpoint
+    return bundled_weights(preset) if spec.conditioning in (None, default_conditioning(spec.preset)) else None
+
+
+def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGenerator:
+    """The generator `spec` describes, in eval mode, on its device and precision.
+
+    Weights come from `spec.pretrained` (a diffusers-layout folder), or are random (`random_weights`, and always
+    for the tiny presets, seeded by `seed`), then `checkpoint_for(spec)` is loaded: strsr's safetensors or an
+    official StrSR folder (state_dict.pth + projector.pth), detected by its files. `lora_rank` None uses the
+    checkpoint's rank, else the preset's; 0 trains the whole transformer.
+    Conditioning "text" encodes the prompt once with the base text encoder (`text_encoder`, or `pretrained`'s);
+    "vlm" reads each LR image with the Qwen3-VL in `vlm` (or, with `vlm_width`, builds the adapter alone).
+    `preset` stands in for the registry's `spec.preset` (custom architectures, tests).
     """
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    if latent not in LATENT_MODES:
-        raise ValueError(f"unknown latent mode {latent!r}; choose from {', '.join(LATENT_MODES)}")
-    if conditioning not in CONDITIONING_MODES:
-        raise ValueError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING_MODES)}")
-    if pretrained is not None:
-        transformer = load_transformer(preset, pretrained, dtype=dtype, device=device)
-        vae = load_autoencoder(preset, pretrained, dtype=dtype, device=device)
-    elif random_weights or preset.tiny:
-        transformer = build_transformer(preset, device=device, dtype=dtype, seed=seed)
+    preset = preset or get_preset(spec.preset)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.precision, device)
+    conditioning = spec.mode
+    if spec.pretrained is not None:
+        transformer = load_transformer(preset, spec.pretrained, dtype=dtype, device=device)
+        vae = load_autoencoder(preset, spec.pretrained, dtype=dtype, device=device)
+    elif spec.random_weights or preset.tiny:
+        transformer = build_transformer(preset, device=device, dtype=dtype, seed=spec.seed)
         vae = build_autoencoder(preset, device=device, dtype=dtype)
     else:
-        raise ValueError(
-            f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) "
-            "or --random-weights"
-        )
+        raise SpecError(f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) "
+                        "or --random-weights")  # fmt: skip
 
+    checkpoint = checkpoint_for(spec, preset)
     official = checkpoint is not None and is_official_checkpoint(checkpoint)
     if official and conditioning != "vlm":
-        raise ValueError(f"{checkpoint}: an official StrSR checkpoint is trained with VLM conditioning; "
-                         f"use --conditioning vlm (not {conditioning!r})")  # fmt: skip
+        raise SpecError(f"{checkpoint}: an official StrSR checkpoint is trained with VLM conditioning; "
+                        f"use --conditioning vlm (not {conditioning!r})")  # fmt: skip
+    lora_rank = spec.lora_rank
     if lora_rank is None and checkpoint is not None:
         # a checkpoint knows its own adapter rank (0: the whole transformer was trained)
-        lora_rank = official_lora_rank(checkpoint) if official else int(
-            read_metadata(checkpoint).get("lora_rank", preset.lora_rank))  # fmt: skip
+        lora_rank = official_lora_rank(checkpoint) if official else checkpoint_lora_rank(checkpoint, preset)
     rank = preset.lora_rank if lora_rank is None else lora_rank
     if rank > 0:
         # Keep the preset's alpha/rank ratio (1 for every preset) when the rank is overridden.
@@ -90,35 +99,35 @@ def build_generator(
     if conditioning == "none":
         cond_module = NullConditioning(preset.condition_width, preset.num_null_tokens).to(device)
     elif conditioning == "text":
-        if text_encoder is None or tokenizer is None:
-            folder = text_encoder_dir or pretrained
-            if folder is None:
-                raise ValueError("text conditioning needs the base model's text encoder: pass --pretrained DIR "
-                                 "or --text-encoder DIR")  # fmt: skip
-            text_encoder, tokenizer = load_text_encoder(folder, dtype=dtype, device=device)
-        cond_module = prompt_conditioning(preset, text_encoder, tokenizer, prompt).to(device)
+        folder = spec.text_encoder or spec.pretrained
+        if folder is None:
+            raise SpecError("text conditioning needs the base model's text encoder: pass --pretrained DIR or "
+                            "--text-encoder DIR")  # fmt: skip
+        text_encoder, tokenizer = load_text_encoder(folder, dtype=dtype, device=device)
+        cond_module = prompt_conditioning(preset, text_encoder, tokenizer, spec.prompt).to(device)
     else:
-        cond_module = _vlm_conditioning(preset, vlm, vlm_encoder, vlm_width, prompt, dtype=dtype, device=device)
+        cond_module = _vlm_conditioning(preset, spec, dtype=dtype, device=device)
 
-    if attention_backend != "sdpa":
+    if spec.attention != "sdpa":
         from strsr.attention_processors import set_attention_backend
 
-        fused = attention_backend == "triton-fused"
-        backend = "triton" if fused else attention_backend
-        set_attention_backend(base_transformer(transformer), backend, fused_prologue=fused)
-    model = StrSRGenerator(preset, transformer, vae, cond_module, latent=latent).eval()
+        fused = spec.attention == "triton-fused"
+        set_attention_backend(base_transformer(transformer), "triton", fused_prologue=fused)
+    model = StrSRGenerator(preset, transformer, vae, cond_module, latent=spec.latent).eval()
     if checkpoint is not None:
         (load_official_checkpoint if official else load_generator)(model, checkpoint)
     return model
 
 
-def _vlm_conditioning(preset: Preset, folder, encoder, width, prompt: str, *, dtype, device) -> VLMConditioning:
-    if encoder is None and folder is not None:
+def _vlm_conditioning(preset: Preset, spec: ModelSpec, *, dtype, device) -> VLMConditioning:
+    encoder = None
+    if spec.vlm_width is None:
+        if spec.vlm is None:
+            raise SpecError("VLM conditioning needs a local Qwen3-VL folder: pass --vlm DIR (or --conditioning "
+                            "text|none)")  # fmt: skip
         # the VLM only reads images: its features are cast to the adapter, which trains in float32
-        encoder = VLMEncoder.from_pretrained(folder, dtype=dtype, device=device, prompt=prompt or DEFAULT_VLM_PROMPT)
-    if encoder is None and width is None:
-        raise ValueError("VLM conditioning needs a local Qwen3-VL folder: pass --vlm DIR "
-                         "(or --conditioning text|none)")  # fmt: skip
+        encoder = VLMEncoder.from_pretrained(spec.vlm, dtype=dtype, device=device,
+                                             prompt=spec.prompt or DEFAULT_VLM_PROMPT)  # fmt: skip
     with torch.device(device):
-        adapter = adapter_for(preset, encoder.width if encoder is not None else width)
+        adapter = adapter_for(preset, encoder.width if encoder is not None else spec.vlm_width)
     return VLMConditioning(adapter, encoder)

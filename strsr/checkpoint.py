@@ -4,13 +4,11 @@ Metadata records the preset, LoRA rank and conditioning mode ("vlm", "text" or "
 model fails loudly instead of loading half its tensors; loading one into a model of another conditioning mode says
 which flag builds the right model. Files written before the mode was recorded name the conditioning class instead
 (NullConditioning, ...); `read_metadata` reads those as their mode. Files are written to a temporary name and
-renamed, so a crash never leaves a truncated checkpoint behind.
+renamed (`strsr.atomic`), so a crash never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from strsr.adapter import VLMConditioning
+from strsr.atomic import atomic_write
 from strsr.conditioning import NullConditioning, PromptConditioning
 from strsr.lora import lora_rank_of
 from strsr.model import StrSRGenerator
@@ -49,18 +48,8 @@ def describe_generator(model: StrSRGenerator) -> dict[str, str]:
 
 def save_generator(model: StrSRGenerator, path: str | Path) -> Path:
     """Write the model's trainable tensors atomically to `path` (.safetensors)."""
-    path = Path(path)
     tensors = {name: t.contiguous().cpu() for name, t in model.trainable_state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would carry over to the published file
-        save_file(tensors, tmp, metadata=describe_generator(model))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=describe_generator(model)))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -75,6 +64,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if "conditioning" in meta:
         meta["conditioning"] = _CLASS_MODES.get(meta["conditioning"], meta["conditioning"])
     return meta
+
+
+def checkpoint_lora_rank(path: str | Path, preset) -> int:
+    """The LoRA rank a checkpoint was trained with (0: the whole transformer), the preset's if not recorded."""
+    value = read_metadata(path).get("lora_rank", str(preset.lora_rank))
+    if not value.isdigit():
+        raise CheckpointError(f"{path}: its metadata says lora_rank {value!r}, not a number (a damaged or foreign "
+                              "checkpoint)")  # fmt: skip
+    return int(value)
 
 
 def load_generator(model: StrSRGenerator, path: str | Path) -> None:

@@ -17,19 +17,12 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from tqdm import tqdm
-
-from strsr.autoencoders import LATENT_MODES
-from strsr.checkpoint import CheckpointError
-from strsr.conditioning import CONDITIONING_MODES
-from strsr.imageio import ROUNDING_MODES, ImageError, load_image
-from strsr.outputs import plan_outputs
-from strsr.pipeline import MAX_INPUT_PIXELS, SuperResolver
-from strsr.presets import PRESETS
+from strsr.spec import ROUNDING_MODES, HelpFormatter, ModelSpec
 
 log = logging.getLogger("strsr")
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".webp", ".jpg")
+RUNTIMES = ("torch", "onnx", "trt")
 
 
 def sample_image() -> Path:
@@ -38,44 +31,29 @@ def sample_image() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="strsr-upscale", description="x4 one-step DiT super-resolution (StrSR)")
+    """The parser, built without importing torch (so --help is instant)."""
+    p = argparse.ArgumentParser(prog="strsr-upscale", description="x4 one-step DiT super-resolution (StrSR)",
+                                formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("inputs", nargs="*", type=Path, help="image files and folders (folders are searched recursively)")
     p.add_argument("--sample", action="store_true", help="upscale the bundled sample photo")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
-    p.add_argument("--pretrained", type=Path, help="local diffusers folder of the base model (transformer/, vae/...)")
-    p.add_argument("--checkpoint", type=Path,
-                   help="strsr generator checkpoint (.safetensors), or an official StrSR folder (state_dict.pth)")
-    p.add_argument("--random-weights", action="store_true", help="random weights (benchmarks); no --pretrained")
-    p.add_argument("--conditioning", choices=CONDITIONING_MODES,
-                   help="vlm (default for full presets), text, or none (default for tiny presets)")
-    p.add_argument("--vlm", type=Path, help="local Qwen3-VL folder, for --conditioning vlm")
-    p.add_argument("--text-encoder", type=Path,
-                   help="folder with text_encoder/ and tokenizer/ for --conditioning text (default: --pretrained)")
-    p.add_argument("--prompt", default="", help="prompt for --conditioning text (vlm: default the official one)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    p.add_argument("--tile", type=int, default=1024, help="output tile size in pixels (default: 1024, as official)")
-    p.add_argument("--overlap", type=int, default=64,
-                   help="overlap between output tiles in pixels (default: 64, as official)")  # fmt: skip
-    p.add_argument("--latent", default="sample", choices=LATENT_MODES,
-                   help="VAE encoding: sample (the official scripts', seeded per image by --seed) or mode "
-                        "(the posterior mean, no noise) (default: sample)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of each image's latent sample, and of --random-weights (default: 0)")  # fmt: skip
-    p.add_argument("--rounding", default="floor", choices=ROUNDING_MODES,
-                   help="float to integer samples: floor (what the official scripts write) or nearest "
-                        "(default: floor)")  # fmt: skip
-    p.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"),
-                   help="attention kernels: PyTorch SDPA, or strsr's Triton kernels (FLUX.2 presets, GPU)")  # fmt: skip
-    p.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type (default: .png)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "trt"),
-                   help="torch (default); onnx or trt: an strsr-export folder in ONNX Runtime or TensorRT")  # fmt: skip
-    p.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --backend onnx|trt")
-    p.add_argument("--cuda-graph", action="store_true", help="--backend trt: replay a CUDA graph per tile shape")
-    p.add_argument("--verify", action="store_true",
-                   help="--backend onnx|trt: check every exported file's sha256 (sizes are always checked)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    ModelSpec.add_args(p)
+    run = p.add_argument_group("tiling and output")
+    run.add_argument("--tile", type=int, help="output tile size in pixels (default: the preset's; 1024 as the "
+                                              "official scripts for full presets)")  # fmt: skip
+    run.add_argument("--overlap", type=int, default=64, help="overlap between output tiles in pixels (as official)")
+    run.add_argument("--rounding", default="floor", choices=ROUNDING_MODES,
+                     help="float to integer samples: floor (what the official scripts write) or nearest")
+    run.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    exported = p.add_argument_group("exported runtimes")
+    exported.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                          help="torch (the PyTorch model); onnx or trt: an strsr-export folder in ONNX Runtime or "
+                               "TensorRT")  # fmt: skip
+    exported.add_argument("--engine-dir", type=Path, help="strsr-export output folder, for --runtime onnx|trt")
+    exported.add_argument("--cuda-graph", action="store_true", help="--runtime trt: replay a CUDA graph per tile")
+    exported.add_argument("--verify", action="store_true",
+                          help="--runtime onnx|trt: check every exported file's sha256 (sizes are always checked)")
     return p
 
 
@@ -84,16 +62,12 @@ def _rank_share(jobs: list, env=os.environ) -> list:
     return jobs[rank::world]
 
 
-def _device_for_rank(device: str, env=os.environ) -> str:
-    if device == "auto" and "LOCAL_RANK" in env:
-        import torch
+def _process(resolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
+    from tqdm import tqdm
 
-        if torch.cuda.is_available():
-            return f"cuda:{env['LOCAL_RANK']}"
-    return device
+    from strsr.imageio import load_image
+    from strsr.pipeline import MAX_INPUT_PIXELS
 
-
-def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
     image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
     bar = None
 
@@ -118,8 +92,22 @@ def _process(resolver: SuperResolver, source: Path, target: Path, quiet: bool, r
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="strsr-upscale: %(message)s", stream=sys.stderr)
+    try:
+        spec = ModelSpec.from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.runtime != "torch" and args.engine_dir is None:
+        parser.error(f"--runtime {args.runtime} needs --engine-dir (a strsr-export output folder)")
+    from tqdm import tqdm
+
+    from strsr.checkpoint import CheckpointError
+    from strsr.imageio import ImageError
+    from strsr.outputs import plan_outputs
+    from strsr.pipeline import SuperResolver
+
     inputs = list(args.inputs) + ([sample_image()] if args.sample else [])
     if not inputs:
         log.error("no input: give image files or folders, or --sample")
@@ -138,31 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s: output folder is not writable", args.output)
         return 2
 
-    if args.backend != "torch" and args.engine_dir is None:
-        log.error("--backend %s needs --engine-dir (a strsr-export output folder)", args.backend)
-        return 2
     try:
-        if args.backend != "torch":
-            resolver = SuperResolver.from_export(args.engine_dir, args.preset, tile=args.tile, overlap=args.overlap,
-                                                 seed=args.seed, backend=args.backend, cuda_graph=args.cuda_graph,
-                                                 vlm=args.vlm, verify=args.verify)  # fmt: skip
+        if args.runtime != "torch":
+            resolver = SuperResolver.from_export(args.engine_dir, spec, runtime=args.runtime, tile=args.tile,
+                                                 overlap=args.overlap, cuda_graph=args.cuda_graph,
+                                                 verify=args.verify)  # fmt: skip
         else:
-            resolver = SuperResolver.from_preset(
-                args.preset, pretrained=args.pretrained, checkpoint=args.checkpoint,
-                random_weights=args.random_weights, conditioning=args.conditioning, prompt=args.prompt,
-                vlm=args.vlm, text_encoder=args.text_encoder,
-                device=_device_for_rank(args.device), dtype=args.dtype, tile=args.tile, overlap=args.overlap,
-                seed=args.seed, latent=args.latent, attention_backend=args.attention,
-            )  # fmt: skip
+            resolver = SuperResolver.from_spec(spec, tile=args.tile, overlap=args.overlap)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
     if resolver.weights_are_random:
-        log.warning(
-            "weights are random (preset %r, no trained checkpoint): the output shows the pipeline working, "
-            "not real super-resolution",
-            args.preset,
-        )
+        log.warning("weights are random (preset %r, no trained checkpoint): the output shows the pipeline working, "
+                    "not real super-resolution", spec.preset)  # fmt: skip
 
     failures = 0
     for source, target in tqdm(jobs, desc="images", unit="img", disable=args.quiet or len(jobs) == 1):

@@ -8,24 +8,14 @@ is the third mode: a per-image `Condition` from the LR image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
 from torch import nn
 
-from strsr.backbones import Condition, MissingWeightsError
+from strsr.backbones import Condition
 from strsr.presets import Preset
-
-# The paper's three ablation arms: the VLM dual encoder (Eq. 5), the base model's text encoder on a fixed prompt,
-# and no prompt (a learned null embedding).
-ConditioningMode = Literal["vlm", "text", "none"]
-CONDITIONING_MODES = ("vlm", "text", "none")
-
-
-def default_conditioning(preset: Preset) -> str:
-    """The paper's setting for full backbones; the tiny presets were trained without a prompt."""
-    return "none" if preset.tiny else "vlm"
+from strsr.spec import MissingWeightsError
 
 
 class NullConditioning(nn.Module):

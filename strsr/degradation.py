@@ -43,11 +43,18 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL and torchvision convert to
 
 @dataclass(frozen=True)
 class DegradationConfig:
-    """RealESRGAN x4plus settings; field names follow its training YAML (a `2` suffix: the second order).
+    """How training LR images are made: the training recipe's `[degradation]` table.
 
-    Kernel probabilities are in the order of `strsr.blur_kernels.KERNEL_TYPES`; resize probabilities are
+    kind "realesrgan" (the paper's) or "bicubic" (a plain antialiased x4 downscale); queue_size, the training-pair
+    pool (the official configs' 256; 0 disables it); sharpen_gt, whether the targets are USM-sharpened.
+    The rest are the RealESRGAN x4plus settings; field names follow its training YAML (a `2` suffix: the second
+    order). Kernel probabilities are in the order of `strsr.blur_kernels.KERNEL_TYPES`; resize probabilities are
     (up, down, keep); noise sigmas are on the 0-255 scale; JPEG qualities are in (0, 100).
     """
+
+    kind: str = "realesrgan"
+    queue_size: int = 256
+    sharpen_gt: bool = True
 
     kernel_sizes: tuple[int, int] = (7, 21)  # odd supports drawn from this range, padded to the largest
     kernel_probs: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
@@ -81,6 +88,10 @@ class DegradationConfig:
     resize_first_prob: float = 0.5  # last steps: [resize, sinc, JPEG] with this probability, else [JPEG, resize, sinc]
 
     def __post_init__(self):
+        if self.kind not in ("realesrgan", "bicubic"):
+            raise ValueError(f"kind {self.kind!r}: choose realesrgan or bicubic")
+        if self.queue_size < 0:
+            raise ValueError(f"queue_size must be at least 0, got {self.queue_size}")
         lo, hi = self.kernel_sizes
         if not (lo % 2 == 1 and hi % 2 == 1 and 1 <= lo <= hi):
             raise ValueError(f"kernel_sizes must be odd with 1 <= lo <= hi, got {self.kernel_sizes}")
@@ -90,6 +101,8 @@ class DegradationConfig:
             if len(probs) != want or min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
                 raise ValueError(f"{name} needs {want} non-negative probabilities summing to 1, got {probs}")
         for name, value in vars(self).items():
+            if name in ("kind", "queue_size", "sharpen_gt"):
+                continue
             if name.endswith("_prob") or name.endswith("_prob2"):
                 if not 0 <= value <= 1:
                     raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -407,12 +420,11 @@ class RealESRGANDegradation:
     generator's device: pass one on hr's device to keep the work there. Returns float32 tensors.
     """
 
-    def __init__(self, config: DegradationConfig = DegradationConfig(), scale: int = 4, sharpen_gt: bool = True):
+    def __init__(self, config: DegradationConfig = DegradationConfig(), scale: int = 4):
         if scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.config = config
         self.scale = scale
-        self.sharpen_gt = sharpen_gt
 
     def _check(self, hr: torch.Tensor, generator: torch.Generator) -> None:
         if not isinstance(generator, torch.Generator):
@@ -431,7 +443,7 @@ class RealESRGANDegradation:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         d = _draw(b, self.config, torch.Generator().manual_seed(seed))
         gt = hr.float()
-        gt = usm_sharpen(gt) if self.sharpen_gt else gt
+        gt = usm_sharpen(gt) if self.config.sharpen_gt else gt
 
         # First order: blur, resize, noise, JPEG.
         x = filter2d(gt, d.kernel1.to(device))

@@ -35,6 +35,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from strsr.atomic import atomic_write
+from strsr.spec import ROUNDING_MODES  # floor: the official scripts' (ToPILImage: x * 255 truncated); nearest
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -56,10 +57,6 @@ logger = logging.getLogger(__name__)
 _SUFFIX_ORDER = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(_SUFFIX_ORDER)
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
-
-# How [0, 1] floats become integer samples: "floor" is what the official StrSR scripts write (torchvision's
-# ToPILImage: float32 x * 255, truncated), "nearest" rounds (on average 0.5 LSB closer to the float result).
-ROUNDING_MODES = ("floor", "nearest")
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _EXIF_ORIENTATION = 0x0112

@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from strsr.atomic import atomic_write
+from strsr.spec import CONDITIONING_MODES
 
 MANIFEST = "manifest.json"
 FORMAT = "strsr.export.v1"
 STAGES = ("vae_encoder", "dit_onestep", "vae_decoder")
-CONDITIONING_MODES = ("none", "text", "vlm")
 _HASH_CHUNK = 1 << 24
 
 

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -52,11 +54,31 @@ class StrSRGenerator(nn.Module):
     def velocity(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
         return predict_velocity(self.preset, self.transformer, state, self.preset.model_t, condition)
 
+    def _autocast(self):
+        """bf16 weights on a GPU run under bf16 autocast, as the official scripts do (norms and softmax in fp32).
+        Elsewhere no context at all: even a disabled autocast makes torch.export drop the module scopes the FP8
+        export reads."""
+        if self.device.type == "cuda" and self.transformer.dtype == torch.bfloat16:
+            return torch.autocast("cuda", torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def encode(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image (B, 3, H, W) in [-1, 1] -> the state z_LR; `generator` draws the VAE posterior sample (latent
+        "sample"; None uses the global RNG, as the official scripts)."""
+        with self._autocast():
+            return self.codec.encode(image, generator)
+
     def one_step(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
         """z0 = z_LR - t1 * G(z_LR, t1, c), on the state tensor (B, C, h, w), float32; t1 in float32 as the
         official Euler step has it."""
         t1 = torch.tensor(self.preset.coeff_t / 1000, dtype=torch.float32, device=state.device)
-        return state.float() - t1 * self.velocity(state, condition)
+        with self._autocast():
+            return state.float() - t1 * self.velocity(state, condition)
+
+    def decode(self, state: torch.Tensor) -> torch.Tensor:
+        """State -> image (B, 3, H, W) float32, nominally in [-1, 1] (not clamped)."""
+        with self._autocast():
+            return self.codec.decode(state).float()
 
     @property
     def image_conditioned(self) -> bool:
@@ -75,11 +97,7 @@ class StrSRGenerator(nn.Module):
             if self.image_conditioned:
                 raise ValueError("VLM conditioning reads the LR image: pass condition=model.condition_for(lr)")
             condition = self.conditioning(image.shape[0])
-        # bf16 weights on a GPU run under bf16 autocast, as the official scripts do (norms and softmax in fp32)
-        bf16_cuda = self.device.type == "cuda" and self.transformer.dtype == torch.bfloat16
-        with torch.autocast("cuda", torch.bfloat16, enabled=bf16_cuda):
-            state = self.codec.encode(image, generator)
-            return self.codec.decode(self.one_step(state, condition)).float()
+        return self.decode(self.one_step(self.encode(image, generator), condition))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Exactly the parameters that train (LoRA or the whole DiT, and the null embedding), by name."""

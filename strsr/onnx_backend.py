@@ -1,12 +1,11 @@
-"""Run an exported pipeline (`strsr-export` folder) in ONNX Runtime behind the generator interface that
-`SuperResolver` uses, so tiling, padding and blending are the very same code as the PyTorch backend.
+"""Run an exported pipeline (`strsr-export` folder) in ONNX Runtime as a `strsr.generator.Generator`, so tiling,
+padding and blending are the very same code as for the PyTorch model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from strsr.backbones import Condition
@@ -48,24 +47,32 @@ class OnnxGenerator:
         return self
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run_stage("projector", features=features))
+        return self.run_stage("projector", features=features)
 
     def condition_for(self, lr: torch.Tensor) -> Condition:
         return self.conditioning.condition_for(lr)
 
-    def run_stage(self, stage: str, **inputs: torch.Tensor) -> np.ndarray:
-        """One exported stage on CPU tensors; returns its output as a NumPy array."""
+    def run_stage(self, stage: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """One exported stage on CPU tensors; returns its output as a CPU float32 tensor."""
         feeds = {name: tensor.detach().float().cpu().numpy() for name, tensor in inputs.items()}
-        return self.sessions[stage].run(None, feeds)[0]
+        return torch.from_numpy(self.sessions[stage].run(None, feeds)[0])
+
+    def encode(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A sampling export's posterior noise is drawn from `generator` on the CPU in float32: the draws the PyTorch
+        model makes there."""
+        inputs = {"image": image}
+        if self.latent.samples:
+            inputs["noise"] = torch.randn(self.latent.noise_shape(image.shape), generator=generator)
+        return self.run_stage("vae_encoder", **inputs)
+
+    def one_step(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
+        return self.run_stage("dit_onestep", state=state, condition=condition.expand(state.shape[0]).tokens)
+
+    def decode(self, state: torch.Tensor) -> torch.Tensor:
+        return self.run_stage("vae_decoder", state=state)
 
     def __call__(self, image: torch.Tensor, condition: Condition | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W); a sampling export's posterior noise is drawn from `generator`
-        on the CPU in float32, the draws the PyTorch model makes there."""
-        condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0])
-        encoder_inputs = {"image": image}
-        if self.latent.samples:
-            encoder_inputs["noise"] = torch.randn(self.latent.noise_shape(image.shape), generator=generator)
-        state = self.run_stage("vae_encoder", **encoder_inputs)
-        z0 = self.run_stage("dit_onestep", state=torch.from_numpy(state), condition=condition.tokens)
-        return torch.from_numpy(self.run_stage("vae_decoder", state=torch.from_numpy(z0)))
+        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W)."""
+        condition = condition or self.conditioning(image.shape[0])
+        return self.decode(self.one_step(self.encode(image, generator), condition))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from strsr.build import build_generator
-from strsr.conditioning import default_conditioning
+from strsr.build import build_generator, checkpoint_for
 from strsr.imageio import LoadedImage, image_from_pil, quantize, write_samples
 from strsr.model import StrSRGenerator
 from strsr.presets import get_preset
+from strsr.spec import ModelSpec
 from strsr.tiling import Tile, blend_tiles
 
 log = logging.getLogger("strsr")
@@ -49,35 +48,6 @@ def check_output_size(height: int, width: int) -> None:
     if height * width > MAX_OUTPUT_PIXELS:
         raise ValueError(f"a {width // SCALE}x{height // SCALE} image upscales to {width}x{height} = "
                          f"{height * width:,} pixels, above strsr's limit of {MAX_OUTPUT_PIXELS:,}; split it first")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    return names[dtype]
-
-
-def bundled_weights(preset) -> Path | None:
-    """The generator weights shipped inside the package for `preset`, if any."""
-    if preset.bundled_weights is None:
-        return None
-    path = Path(str(resources.files("strsr") / "data" / "weights" / preset.bundled_weights))
-    return path if path.is_file() else None
 
 
 def bicubic_x4_region(lr: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
@@ -156,59 +126,38 @@ class SuperResolver:
         self.weights_are_random = weights_are_random
 
     @classmethod
-    def from_preset(
-        cls,
-        preset: str = "tiny",
-        *,
-        pretrained: str | Path | None = None,
-        checkpoint: str | Path | None = None,
-        random_weights: bool = False,
-        conditioning: str | None = None,
-        prompt: str = "",
-        vlm: str | Path | None = None,
-        text_encoder: str | Path | None = None,
-        device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto",
-        tile: int = 1024,
-        overlap: int = 64,
-        seed: int = 0,
-        latent: str = "sample",
-        attention_backend: str = "sdpa",
-    ) -> SuperResolver:
-        """`conditioning` None: the preset's default (vlm for full backbones, none for tiny); `vlm` and
-        `text_encoder` are local folders for the vlm and text modes. `latent`: "sample" (the official encoding,
-        seeded per image by `seed`, which also seeds random weights) or "mode"."""
-        device = resolve_device(device)
-        default = default_conditioning(get_preset(preset))
-        conditioning = conditioning or default
-        if checkpoint is None and pretrained is None and not random_weights and conditioning == default:
-            checkpoint = bundled_weights(get_preset(preset))  # the trained tiny model (no prompt) ships with strsr
-        model = build_generator(
-            preset, pretrained=pretrained, random_weights=random_weights, checkpoint=checkpoint,
-            conditioning=conditioning, prompt=prompt, device=device, dtype=resolve_dtype(dtype, device), seed=seed,
-            attention_backend=attention_backend, vlm=vlm, text_encoder_dir=text_encoder, latent=latent,
-        )  # fmt: skip
-        random = checkpoint is None and pretrained is None
-        return cls(model, tile=tile, overlap=overlap, seed=seed, weights_are_random=random)
+    def from_spec(cls, spec: ModelSpec, *, tile: int | None = None, overlap: int = 64) -> SuperResolver:
+        """The pipeline around the generator `spec` describes; `tile` None is the preset's default tile."""
+        preset = get_preset(spec.preset)
+        model = build_generator(spec)
+        random = spec.pretrained is None and checkpoint_for(spec, preset) is None
+        return cls(model, tile=tile or preset.default_tile, overlap=overlap, seed=spec.seed, weights_are_random=random)
 
     @classmethod
-    def from_export(cls, engine_dir: str | Path, preset: str = "tiny", *, tile: int = 1024, overlap: int = 64,
-                    seed: int = 0, backend: str = "onnx", cuda_graph: bool = False,
-                    vlm: str | Path | None = None, verify: bool = False):  # fmt: skip
-        """Run an `strsr-export` folder in ONNX Runtime (`onnx`) or TensorRT (`trt`) with the same tiling and
-        blending. `cuda_graph` (TensorRT only) replays a captured graph for repeated tile shapes; `vlm` is the
-        Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in PyTorch); `verify` checks every file's
-        sha256 against the manifest (sizes are always checked)."""
-        if backend == "trt":
+    def from_preset(cls, preset: str = "tiny", *, tile: int | None = None, overlap: int = 64, **model) -> SuperResolver:
+        """`from_spec(ModelSpec(preset=preset, **model))`: e.g. `SuperResolver.from_preset("tiny")`, or
+        `from_preset("flux2-klein-4b", pretrained=..., vlm=..., checkpoint=...)` (any `ModelSpec` field)."""
+        return cls.from_spec(ModelSpec(preset=preset, **model), tile=tile, overlap=overlap)
+
+    @classmethod
+    def from_export(cls, engine_dir: str | Path, spec: ModelSpec, *, runtime: str = "onnx", tile: int | None = None,
+                    overlap: int = 64, cuda_graph: bool = False, verify: bool = False) -> SuperResolver:  # fmt: skip
+        """Run an `strsr-export` folder made for `spec.preset` in ONNX Runtime (`onnx`) or TensorRT (`trt`), with the
+        same tiling and blending; `spec.vlm` is the Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in
+        PyTorch) and `spec.seed` seeds a sampling export's noise. `cuda_graph` (TensorRT) replays a captured graph
+        per tile shape; `verify` checks every file's sha256 against the manifest (sizes are always checked)."""
+        tile = tile or get_preset(spec.preset).default_tile
+        if runtime == "trt":
             from strsr.trt_backend import TrtGenerator
 
-            generator = TrtGenerator(engine_dir, preset, cuda_graph=cuda_graph, vlm=vlm, verify=verify)
-            return cls(generator, tile=tile, overlap=overlap, seed=seed)
-        if backend != "onnx":
-            raise ValueError(f"unknown export backend {backend!r} (onnx or trt)")
-        from strsr.onnx_backend import OnnxGenerator
+            generator = TrtGenerator(engine_dir, spec.preset, cuda_graph=cuda_graph, vlm=spec.vlm, verify=verify)
+        elif runtime == "onnx":
+            from strsr.onnx_backend import OnnxGenerator
 
-        return cls(OnnxGenerator(engine_dir, preset, vlm=vlm, verify=verify), tile=tile, overlap=overlap, seed=seed)
+            generator = OnnxGenerator(engine_dir, spec.preset, vlm=spec.vlm, verify=verify)
+        else:
+            raise ValueError(f"unknown exported runtime {runtime!r} (onnx or trt)")
+        return cls(generator, tile=tile, overlap=overlap, seed=spec.seed)
 
     @property
     def device(self) -> torch.device:

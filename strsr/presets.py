@@ -17,6 +17,9 @@ AutoencoderKind = Literal["flux2-kl", "kl", "pixel-shuffle"]
 # Linear-layer name suffixes that receive LoRA (the official StrSR training targets). In FLUX.2's double-stream
 # blocks `attn.to_out` is a ModuleList, so only its `to_out.0` Linear matches there; in single-stream blocks
 # `attn.to_out` is itself a Linear.
+# Text hidden size of Qwen3-VL-4B-Instruct, the VLM of the paper's dual encoder: the adapter's input width.
+QWEN3_VL_4B_WIDTH = 2560
+
 FLUX2_LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "to_out",
     "to_qkv_mlp_proj",
@@ -66,6 +69,7 @@ class Preset:
     text_encoder_layers: tuple[int, ...] = ()  # flux2: hidden-state layers concatenated into the condition
     text_max_length: int = 512
     tiny: bool = False  # toy preset: always random (or checkpoint) weights, never a pretrained folder
+    default_tile: int = 1024  # output tile of strsr-upscale (the official scripts' 1024 px)
     bundled_weights: str | None = None  # file in strsr/data/weights/ used when no weights are given
     description: str = ""
 

@@ -1,4 +1,4 @@
-"""Run the TensorRT engines of an `strsr-export --trt` folder behind the generator interface `SuperResolver` uses.
+"""Run the TensorRT engines of an `strsr-export --trt` folder as a `strsr.generator.Generator`.
 
 Engines run on one CUDA stream with torch tensors as their buffers. For repeated calls at one static shape (every
 full tile of an image), `cuda_graph=True` captures the three enqueues once and replays them, which removes the
@@ -124,14 +124,29 @@ class TrtGenerator:
         z0 = self._enqueue("dit_onestep", state=state, condition=condition)
         return self._enqueue("vae_decoder", state=z0)
 
+    def _noise(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        """A sampling export's posterior noise, drawn from `generator` on the GPU."""
+        if not self.latent.samples:
+            return None
+        return torch.randn(self.latent.noise_shape(image.shape), generator=generator, device=self.device)
+
+    def encode(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = self._noise(image, generator)
+        return self.run_stage("vae_encoder", image=image, **({} if noise is None else {"noise": noise}))
+
+    def one_step(self, state: torch.Tensor, condition: Condition) -> torch.Tensor:
+        tokens = condition.expand(state.shape[0]).tokens
+        return self.run_stage("dit_onestep", state=state, condition=tokens).float()
+
+    def decode(self, state: torch.Tensor) -> torch.Tensor:
+        return self.run_stage("vae_decoder", state=state).float()
+
     def __call__(self, image: torch.Tensor, condition: Condition | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W); a sampling export's noise comes from `generator` (on the GPU)."""
+        """(B, 3, H, W) in [-1, 1] -> (B, 3, H, W): the three engines enqueued back to back (or one CUDA graph)."""
         condition = (condition or self.conditioning(image.shape[0])).expand(image.shape[0]).tokens.to(self.device)
         image = image.to(self.device, torch.float32)
-        noise = None
-        if self.latent.samples:
-            noise = torch.randn(self.latent.noise_shape(image.shape), generator=generator, device=self.device)
+        noise = self._noise(image, generator)
         with torch.cuda.stream(self.stream):
             if not self.cuda_graph:
                 out = self._pipeline(image, condition, noise)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from strsr.backbones import MissingWeightsError
+from strsr.spec import MissingWeightsError
 
 # The prompt the official StrSR checkpoints were trained with, verbatim (typo included): a corrected prompt would
 # give the adapter tokens it never saw.
@@ -35,7 +35,6 @@ DEFAULT_VLM_PROMPT = (
     "ultra HD, extreme meticulous detailing, skin pore detailing"
 )
 MAX_VLM_TOKENS = 512
-QWEN3_VL_4B_WIDTH = 2560  # text hidden size of Qwen3-VL-4B-Instruct, the adapter's input width in the paper
 
 # qwen-vl-utils 0.0.8's image pre-resize: side multiple, pixel bounds, and the widest aspect ratio it accepts.
 PRE_RESIZE_FACTOR = 28

@@ -15,6 +15,7 @@ from strsr.kernels.attention import (
     rmsnorm_rope_ref,
 )
 from strsr.kernels.dispatch import KernelBackendError, resolve_kernel_backend, use_kernel_backend
+from strsr.spec import ModelSpec
 
 pytestmark = pytest.mark.triton
 
@@ -167,7 +168,9 @@ def test_flux2_dit_with_kernel_attention_equals_sdpa(kernel_device):
     from strsr.attention_processors import set_attention_backend
     from strsr.build import build_generator
 
-    model = build_generator("tiny", seed=0, lora_rank=0, device=kernel_device, attention_backend="triton-fused")
+    spec = ModelSpec(preset="tiny", lora_rank=0, device=str(kernel_device), attention="triton-fused",
+                     random_weights=True)
+    model = build_generator(spec)
     transformer = model.diffusers_transformer
     assert type(transformer.transformer_blocks[0].attn.processor).__name__ == "KernelFlux2AttnProcessor"
     state = torch.randn(1, 192, 4, 5, generator=torch.Generator().manual_seed(0)).to(kernel_device)
@@ -197,7 +200,9 @@ def test_zimage_dit_with_kernel_attention_equals_sdpa(kernel_device):
     mask = torch.tensor([[True] * 40, [True] * 3 + [False] * 37], device=kernel_device)
     outputs = {}
     for backend in ("sdpa", "triton"):
-        model = build_generator("tiny-zimage", seed=0, lora_rank=0, device=kernel_device, attention_backend=backend)
+        spec = ModelSpec(preset="tiny-zimage", lora_rank=0, device=str(kernel_device), attention=backend,
+                         random_weights=True)
+        model = build_generator(spec)
         v = model.velocity(state, Condition(tokens, mask))
         v.square().mean().backward()
         outputs[backend] = (v.detach(), model.diffusers_transformer.layers[0].attention.to_q.weight.grad.clone())

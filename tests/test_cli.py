@@ -15,6 +15,7 @@ from strsr.build import build_generator
 from strsr.checkpoint import save_generator
 from strsr.cli import main, sample_image
 from strsr.outputs import plan_outputs
+from strsr.spec import ModelSpec
 
 
 def _run(args, caplog):
@@ -131,7 +132,8 @@ def test_output_never_overwrites_an_input(tmp_path, caplog):
 
 
 def test_checkpoint_for_another_preset_is_one_clear_error(tmp_path, caplog):
-    ckpt = save_generator(build_generator("tiny-zimage"), tmp_path / "z.safetensors")
+    model = build_generator(ModelSpec(preset="tiny-zimage", random_weights=True))
+    ckpt = save_generator(model, tmp_path / "z.safetensors")
     code, log = _run(["--sample", "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt)], caplog)
     assert code == 2
     assert "z.safetensors: checkpoint is for preset 'tiny-zimage', the model has 'tiny'" in log

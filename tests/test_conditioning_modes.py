@@ -14,6 +14,7 @@ from strsr.cli import main as upscale_main
 from strsr.export.cli import main as export_main
 from strsr.official_checkpoint import save_official_checkpoint
 from strsr.pipeline import SuperResolver
+from strsr.spec import ModelSpec
 from strsr.train.config import from_dict
 from strsr.train.trainer import Trainer
 
@@ -65,12 +66,12 @@ def test_training_runs_in_each_mode_and_trains_the_adapter(mode, tiny_vlm_dir, t
     model = {"none": {}, "text": {"text_encoder": str(tiny_text_encoder_dir), "prompt": "a sharp photo"},
              "vlm": {"vlm": str(tiny_vlm_dir)}}[mode]  # fmt: skip
     config = from_dict({
-        "model": {"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False, "conditioning": mode, **model},
+        "model": {"preset": "tiny", "lora_rank": 4, "device": "cpu", "conditioning": mode, **model},
         "data": {"skimage_images": ["astronaut"], "resolution": 32},
         "degradation": {"kind": "bicubic"},
         "loss": {"lambda_lpips": 0.0, "lambda_gan": 0.0},
         "optim": {"batch_size": 1, "lr_g": 1e-3, "lr_adapter": 5e-4},
-        "run": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "device": "cpu"},
+        "run": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "gradient_checkpointing": False},
     })  # fmt: skip
     trainer = Trainer(config)
     try:
@@ -93,7 +94,7 @@ def test_training_runs_in_each_mode_and_trains_the_adapter(mode, tiny_vlm_dir, t
 def test_export_and_onnx_backend_in_each_mode(mode, mode_flags, tmp_path, tiny_vlm_dir, tiny_text_encoder_dir):
     out = tmp_path / mode
     flags = mode_flags[mode] if mode != "none" else []
-    assert export_main(["--preset", "tiny", "--out", str(out), "--random-weights", *flags]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out), "--random-weights", *flags]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["conditioning"]["mode"] == mode
     assert ("projector" in manifest["graphs"]) == (mode == "vlm")
@@ -103,17 +104,18 @@ def test_export_and_onnx_backend_in_each_mode(mode, mode_flags, tmp_path, tiny_v
               "vlm": {"vlm": tiny_vlm_dir}}[mode]  # fmt: skip
     torch_out = SuperResolver.from_preset("tiny", random_weights=True, device="cpu", conditioning=mode,
                                           **kwargs).upscale_tensor(_lr_tensor())  # fmt: skip
-    onnx_out = SuperResolver.from_export(out, "tiny", vlm=kwargs.get("vlm")).upscale_tensor(_lr_tensor())
+    onnx_out = SuperResolver.from_export(out, ModelSpec(preset="tiny", vlm=kwargs.get("vlm"))).upscale_tensor(
+        _lr_tensor())  # fmt: skip
     psnr = 10 * torch.log10(1 / (torch_out - onnx_out).pow(2).mean())
     assert psnr >= 45, psnr
 
 
 def test_vlm_export_without_the_vlm_is_a_clear_error(tmp_path, tiny_vlm_dir, caplog):
     out = tmp_path / "vlm"
-    assert export_main(["--preset", "tiny", "--out", str(out), "--random-weights", "--conditioning", "vlm",
+    assert export_main(["--preset", "tiny", "-o", str(out), "--random-weights", "--conditioning", "vlm",
                         "--vlm", str(tiny_vlm_dir)]) == 0  # fmt: skip
     photo = _lr_photo(tmp_path / "c.png")
-    code = upscale_main([str(photo), "-o", str(tmp_path / "o"), "--backend", "onnx", "--engine-dir", str(out),
+    code = upscale_main([str(photo), "-o", str(tmp_path / "o"), "--runtime", "onnx", "--engine-dir", str(out),
                          "--quiet"])  # fmt: skip
     assert code == 2 and "VLM-conditioned; pass the Qwen3-VL folder (--vlm DIR)" in caplog.text
 
@@ -121,8 +123,8 @@ def test_vlm_export_without_the_vlm_is_a_clear_error(tmp_path, tiny_vlm_dir, cap
 @pytest.mark.parametrize("mode", MODES)
 def test_bench_runs_in_each_mode(mode, mode_flags, tmp_path):
     out = tmp_path / "bench.json"
-    code = bench_main(["--preset", "tiny", "--device", "cpu", "--res", "64", "--backends", "eager", "--repeats", "1",
-                       "--warmup", "1", "--json", str(out), *mode_flags[mode]])  # fmt: skip
+    code = bench_main(["--preset", "tiny", "--device", "cpu", "--res", "64", "--runtimes", "eager", "--repeats", "1",
+                       "--warmup", "1", "-o", str(out), *mode_flags[mode]])  # fmt: skip
     assert code == 0
     stages = {r["stage"]: r for r in json.loads(out.read_text())["results"]}
     assert stages["conditioning"]["status"] == "ok" and stages["one_pass"]["status"] == "ok"
@@ -131,7 +133,8 @@ def test_bench_runs_in_each_mode(mode, mode_flags, tmp_path):
 def test_official_checkpoint_folder_loads_by_detection(tiny_vlm_dir, randomise_lora, tmp_path):
     """A folder in the official release layout (state_dict.pth, projector.pth) is recognised by --checkpoint; the
     base weights come from the preset (the same seed here, as from --pretrained for a real backbone)."""
-    model = build_generator("tiny", conditioning="vlm", vlm=tiny_vlm_dir, lora_rank=8, seed=1)
+    spec = ModelSpec(preset="tiny", conditioning="vlm", vlm=tiny_vlm_dir, lora_rank=8, seed=1, random_weights=True)
+    model = build_generator(spec)
     randomise_lora(model.transformer, seed=2)
     torch.nn.init.normal_(model.conditioning.adapter[2].weight, std=0.05)
     save_official_checkpoint(model, tmp_path / "StrSR-tiny")
@@ -141,26 +144,28 @@ def test_official_checkpoint_folder_loads_by_detection(tiny_vlm_dir, randomise_l
     reference = SuperResolver(model, tile=1024).upscale_tensor(lr)
     assert torch.equal(loaded.upscale_tensor(lr), reference)
     with pytest.raises(ValueError, match="trained with VLM conditioning"):
-        build_generator("tiny", checkpoint=tmp_path / "StrSR-tiny")
+        build_generator(ModelSpec(preset="tiny", checkpoint=tmp_path / "StrSR-tiny"))
 
 
 def test_convert_cli_round_trips_the_official_layout(tiny_vlm_dir, randomise_lora, tmp_path, caplog):
     from strsr.convert_cli import main as convert_main
 
-    model = build_generator("tiny", conditioning="vlm", vlm=tiny_vlm_dir, lora_rank=8, seed=1)
+    spec = ModelSpec(preset="tiny", conditioning="vlm", vlm=tiny_vlm_dir, lora_rank=8, seed=1, random_weights=True)
+    model = build_generator(spec)
     randomise_lora(model.transformer, seed=3)
     official = save_official_checkpoint(model, tmp_path / "official")
     converted = tmp_path / "strsr.safetensors"
     width = ["--vlm", str(tiny_vlm_dir)]
-    assert convert_main(["to-strsr", str(official), str(converted), "--preset", "tiny", *width]) == 0
-    assert convert_main(["to-official", str(converted), str(tmp_path / "back"), "--preset", "tiny", *width]) == 0
+    assert convert_main(["to-strsr", str(official), "-o", str(converted), "--preset", "tiny", *width]) == 0
+    assert convert_main(["to-official", str(converted), "-o", str(tmp_path / "back"), "--preset", "tiny", *width]) == 0
     for name in ("state_dict.pth", "projector.pth"):
         before = torch.load(official / name, weights_only=True)
         after = torch.load(tmp_path / "back" / name, weights_only=True)
         assert list(before) == list(after) and all(torch.equal(before[k], after[k]) for k in before)
-    loaded = build_generator("tiny", conditioning="vlm", vlm=tiny_vlm_dir, checkpoint=converted, seed=1)
+    loaded = build_generator(spec.replace(random_weights=False, lora_rank=None, checkpoint=converted))
     lr = _lr_tensor()
     assert torch.equal(SuperResolver(loaded).upscale_tensor(lr), SuperResolver(model).upscale_tensor(lr))
     (official / "projector.pth").write_bytes(b"not a pickle")
-    assert convert_main(["to-strsr", str(official), str(tmp_path / "x.safetensors"), "--preset", "tiny", *width]) == 2
+    code = convert_main(["to-strsr", str(official), "-o", str(tmp_path / "x.safetensors"), "--preset", "tiny", *width])
+    assert code == 2
     assert "projector.pth" in caplog.text and not (tmp_path / "x.safetensors").exists()

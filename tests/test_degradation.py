@@ -127,7 +127,7 @@ def test_model_input_rounds_after_the_bicubic_upsampling_as_the_official_trainer
 
 def test_non_square_input_and_plain_gt():
     hr = torch.stack([_photo(name)[:, :96, :] for name in PHOTOS[:2]])  # (2, 3, 96, 128)
-    pair = RealESRGANDegradation(sharpen_gt=False)(hr, _gen(0))
+    pair = RealESRGANDegradation(DegradationConfig(sharpen_gt=False))(hr, _gen(0))
     assert pair.lr_raw.shape == (2, 3, 24, 32)
     assert torch.equal(pair.hr, hr)
 

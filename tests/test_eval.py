@@ -182,7 +182,7 @@ def test_cli_table_csv_json_for_two_methods(folders, tmp_path, capsys, caplog):
     out_csv, out_json = tmp_path / "s.csv", tmp_path / "s.json"
     with caplog.at_level(logging.WARNING):
         code = main(["--pred", str(bicubic), "--pred", f"noise={noisy}", "--gt", str(gt), "--metrics", "psnr,ssim",
-                     "--csv", str(out_csv), "--json", str(out_json), "--quiet"])  # fmt: skip
+                     "--csv", str(out_csv), "-o", str(out_json), "--quiet"])  # fmt: skip
     assert code == 0
     assert "missing from" in caplog.text and "coffee" in caplog.text
     table = capsys.readouterr().out.splitlines()

@@ -15,6 +15,7 @@ from strsr.export.cli import main as export_main
 from strsr.export.onnx_export import check_parity, graph_specs
 from strsr.manifest import ManifestError, check_manifest
 from strsr.pipeline import SuperResolver
+from strsr.spec import ModelSpec
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    assert export_main(["--preset", "tiny", "--out", str(out)]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out)]) == 0
     return out
 
 
@@ -56,7 +57,7 @@ def test_attention_is_fused_for_onnx_runtime_and_standard_for_tensorrt(exported,
     ops = _ops(exported / "dit_onestep.onnx")
     assert ops.count("MultiHeadAttention") == 3 and "Softmax" not in ops and "Attention" not in ops
     out = tmp_path / "standard"
-    assert export_main(["--preset", "tiny", "--out", str(out), "--attention-op", "onnx"]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out), "--attention-op", "onnx"]) == 0
     ops = _ops(out / "dit_onestep.onnx")
     assert ops.count("Attention") == 3 and "Softmax" not in ops and "MultiHeadAttention" not in ops
     resolver = SuperResolver.from_preset("tiny", device="cpu")
@@ -64,7 +65,7 @@ def test_attention_is_fused_for_onnx_runtime_and_standard_for_tensorrt(exported,
         spec = next(s for s in graph_specs(resolver.model, 1024, condition_tokens=1) if s.name == "dit_onestep")
         assert check_parity(resolver.model, spec, folder / "dit_onestep.onnx", scale=3) <= 1e-4
     with pytest.raises(SystemExit):
-        export_main(["--preset", "tiny", "--out", str(out), "--trt", "--attention-op", "onnxruntime"])
+        export_main(["--preset", "tiny", "-o", str(out), "--trt", "--attention-op", "onnxruntime"])
 
 
 def test_dit_graph_has_no_float64(exported):
@@ -77,7 +78,7 @@ def test_dit_graph_has_no_float64(exported):
 def test_onnx_backend_matches_torch_on_a_photo(exported, tmp_path):
     Image.fromarray(data.coffee()[100:196, 200:328]).save(tmp_path / "coffee.png")
     assert upscale_main([str(tmp_path / "coffee.png"), "-o", str(tmp_path / "torch"), "--quiet"]) == 0
-    assert upscale_main([str(tmp_path / "coffee.png"), "-o", str(tmp_path / "onnx"), "--backend", "onnx",
+    assert upscale_main([str(tmp_path / "coffee.png"), "-o", str(tmp_path / "onnx"), "--runtime", "onnx",
                          "--engine-dir", str(exported), "--quiet"]) == 0  # fmt: skip
     a = np.asarray(Image.open(tmp_path / "torch" / "coffee.png")).astype(np.float64)
     b = np.asarray(Image.open(tmp_path / "onnx" / "coffee.png")).astype(np.float64)
@@ -87,10 +88,10 @@ def test_onnx_backend_matches_torch_on_a_photo(exported, tmp_path):
 
 def test_reexport_only_when_weights_change(exported, tmp_path, caplog):
     before = (exported / "dit_onestep.onnx").stat().st_mtime_ns
-    assert export_main(["--preset", "tiny", "--out", str(exported)]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(exported)]) == 0
     assert (exported / "dit_onestep.onnx").stat().st_mtime_ns == before  # same hash: skipped
     (tmp_path / "other").mkdir()
-    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(tmp_path / "other")]) == 0
+    assert export_main(["--preset", "tiny", "--random-weights", "-o", str(tmp_path / "other")]) == 0
     a = json.loads((exported / "manifest.json").read_text())["weights_sha256"]
     b = json.loads((tmp_path / "other" / "manifest.json").read_text())["weights_sha256"]
     assert a != b
@@ -100,14 +101,14 @@ def test_mismatched_manifest_and_missing_tensorrt_are_clear(exported, tmp_path, 
     with pytest.raises(ManifestError, match="exported for preset 'tiny', not 'tiny-zimage'"):
         check_manifest(exported, preset="tiny-zimage")
     Image.fromarray(data.coffee()[:32, :32]).save(tmp_path / "c.png")
-    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--backend", "onnx", "--engine-dir",
+    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--runtime", "onnx", "--engine-dir",
                          str(tmp_path), "--quiet"])  # fmt: skip
     assert code == 2 and "no export manifest" in caplog.text
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(SystemExit, match="--trt needs TensorRT, which is not installed"):
-            export_main(["--preset", "tiny", "--out", str(tmp_path / "t"), "--trt"])
+            export_main(["--preset", "tiny", "-o", str(tmp_path / "t"), "--trt"])
         assert not (tmp_path / "t").exists()  # refused before any work
 
 
@@ -115,7 +116,7 @@ def test_merged_export_weights_reproduce_the_lora_model(randomise_lora):
     from strsr.build import build_generator
     from strsr.lora import merge_lora
 
-    model = build_generator("tiny", seed=3)
+    model = build_generator(ModelSpec(preset="tiny", seed=3, random_weights=True))
     randomise_lora(model.transformer, seed=4)
     image = torch.rand(1, 3, 32, 40) * 2 - 1
     with torch.no_grad():
@@ -126,7 +127,7 @@ def test_merged_export_weights_reproduce_the_lora_model(randomise_lora):
 
 def test_zimage_exports_with_real_valued_rope(tmp_path):
     out = tmp_path / "zimage"
-    assert export_main(["--preset", "tiny-zimage", "--out", str(out), "--tile", "64"]) == 0
+    assert export_main(["--preset", "tiny-zimage", "-o", str(out), "--tile", "64"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(g["parity_max_abs_diff"] <= 1e-4 for g in manifest["graphs"].values())
     assert manifest["graphs"]["dit_onestep"]["inputs"]["state"] == [1, 48, 16, 16]  # static: one 64-px tile
@@ -140,7 +141,7 @@ def test_zimage_exports_with_real_valued_rope(tmp_path):
     assert isinstance(resolver.model.diffusers_transformer.rope_embedder, RopeEmbedder)
     # end to end over several 64-px tiles: the static DiT graph takes the stored conditioning as it is
     lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
-    onnx_out = SuperResolver.from_export(out, "tiny-zimage", tile=64, overlap=16).upscale_tensor(lr)
+    onnx_out = SuperResolver.from_export(out, ModelSpec(preset="tiny-zimage"), tile=64, overlap=16).upscale_tensor(lr)
     assert _psnr(onnx_out, resolver.upscale_tensor(lr)) >= 45  # measured 131 dB
 
 
@@ -150,11 +151,11 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_fp16_export_stays_close_to_fp32(tmp_path):
     out = tmp_path / "fp16"
-    assert export_main(["--preset", "tiny", "--out", str(out), "--precision", "fp16"]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out), "--precision", "fp16"]) == 0
     assert json.loads((out / "manifest.json").read_text())["precision"] == "fp16"
     lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
     fp32 = SuperResolver.from_preset("tiny", device="cpu").upscale_tensor(lr)
-    fp16 = SuperResolver.from_export(out, "tiny").upscale_tensor(lr)
+    fp16 = SuperResolver.from_export(out, ModelSpec(preset="tiny")).upscale_tensor(lr)
     psnr = _psnr(fp32, fp16)
     assert psnr > 50, psnr  # measured 64.4 dB on the README sample
 
@@ -181,7 +182,7 @@ def test_fp8_export_quantises_the_blocks_and_keeps_embedders_and_modulation(expo
     from strsr.export.fp8 import high_precision_nodes
 
     out = tmp_path / "fp8"
-    assert export_main(["--preset", "tiny", "--out", str(out), "--precision", "fp8", "--calibration-tiles", "4"]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out), "--precision", "fp8", "--calibration-tiles", "4"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == "fp8" and manifest["calibration"]["images"] == ["chelsea.png"]
     summary = manifest["graphs"]["dit_onestep"]["quantization"]
@@ -200,7 +201,7 @@ def test_fp8_export_quantises_the_blocks_and_keeps_embedders_and_modulation(expo
     # quality cost on a real photo, reported as PSNR against the fp32 PyTorch model
     lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
     reference = SuperResolver.from_preset("tiny", device="cpu").upscale_tensor(lr)
-    psnr = _psnr(SuperResolver.from_export(out, "tiny").upscale_tensor(lr), reference)
+    psnr = _psnr(SuperResolver.from_export(out, ModelSpec(preset="tiny")).upscale_tensor(lr), reference)
     assert psnr > 45, psnr  # measured 52-56 dB on 256-px crops of coffee, astronaut, chelsea
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    assert export_main(["--preset", "tiny", "--out", str(out)]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out)]) == 0
     return out
 
 
@@ -108,7 +108,7 @@ def test_truncated_and_swapped_graphs_are_refused_and_never_current(export, capl
     key = {k: manifest[k] for k in ("format", "preset", "weights_sha256")}
     assert not is_current(export, key)
     with caplog.at_level(logging.INFO, logger="strsr.export"):
-        assert export_main(["--preset", "tiny", "--out", str(export)]) == 0  # re-exported, not "current"
+        assert export_main(["--preset", "tiny", "-o", str(export)]) == 0  # re-exported, not "current"
     assert "are current" not in caplog.text
     check_manifest(export, preset="tiny", verify=True)
     encoder, decoder = export / "vae_encoder.onnx", export / "vae_decoder.onnx"
@@ -143,7 +143,7 @@ def test_conditioning_of_the_wrong_width_is_refused(export):
 def test_strsr_upscale_reports_a_broken_export_in_one_line(export, tmp_path, caplog):
     Image.fromarray(data.coffee()[:16, :16]).save(tmp_path / "c.png")
     _edit(export, lambda m: m["graphs"]["vae_decoder"].update(file="../../x.onnx"))
-    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--backend", "onnx", "--engine-dir",
+    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--runtime", "onnx", "--engine-dir",
                          str(export), "--quiet"])  # fmt: skip
     assert code == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -9,6 +9,7 @@ from strsr.backbones import build_transformer
 from strsr.build import build_generator
 from strsr.lora import lora_rank_of, merge_lora, resolve_lora_targets
 from strsr.presets import get_preset
+from strsr.spec import ModelSpec
 
 
 def _linear_names(module):
@@ -18,7 +19,7 @@ def _linear_names(module):
 @pytest.mark.parametrize("name", ["tiny", "tiny-zimage"])
 def test_lora_only_on_listed_targets(name):
     preset = get_preset(name)
-    model = build_generator(name)
+    model = build_generator(ModelSpec(preset=name, random_weights=True))
     assert isinstance(model.transformer, PeftModel)
     adapted = {
         n.removeprefix("base_model.model.") for n, m in model.transformer.named_modules() if hasattr(m, "lora_A")
@@ -41,7 +42,7 @@ def test_flux2_double_block_out_is_the_list_entry():
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-zimage"])
 def test_merge_and_unload_reproduces_outputs(name, randomise_lora):
-    model = build_generator(name, seed=4)
+    model = build_generator(ModelSpec(preset=name, seed=4, random_weights=True))
     randomise_lora(model.transformer, seed=5)
     image = torch.rand(1, 3, 32, 48) * 2 - 1
     with torch.no_grad():
@@ -57,21 +58,21 @@ def test_merge_and_unload_reproduces_outputs(name, randomise_lora):
 
 
 def test_full_finetune_when_rank_is_zero():
-    model = build_generator("tiny", lora_rank=0)
+    model = build_generator(ModelSpec(preset="tiny", lora_rank=0, random_weights=True))
     assert not isinstance(model.transformer, PeftModel)
     assert all(p.requires_grad for p in model.transformer.parameters())
     assert lora_rank_of(model.transformer) is None
 
 
 def test_custom_rank_keeps_alpha_ratio():
-    model = build_generator("tiny", lora_rank=4)
+    model = build_generator(ModelSpec(preset="tiny", lora_rank=4, random_weights=True))
     assert lora_rank_of(model.transformer) == 4
     config = model.transformer.peft_config["default"]
     assert config.lora_alpha == 4 and config.init_lora_weights == "gaussian"
 
 
 def test_lora_weights_stay_fp32_on_a_bf16_base():
-    model = build_generator("tiny", dtype=torch.bfloat16)
+    model = build_generator(ModelSpec(preset="tiny", precision="bf16", random_weights=True))
     lora = [p for n, p in model.transformer.named_parameters() if "lora_" in n]
     assert lora and all(p.dtype == torch.float32 for p in lora)
     assert model.diffusers_transformer.x_embedder.weight.dtype == torch.bfloat16

@@ -7,6 +7,7 @@ from strsr.backbones import Condition, build_transformer
 from strsr.build import build_generator
 from strsr.conditioning import NullConditioning
 from strsr.model import StrSRGenerator
+from strsr.spec import ModelSpec
 
 T1 = 0.8
 
@@ -60,7 +61,7 @@ def test_zimage_one_step_by_hand(zimage_kl_preset, tiny_kl_vae):
 
 
 def test_zimage_masked_condition_drops_padding():
-    model = build_generator("tiny-zimage", seed=3)
+    model = build_generator(ModelSpec(preset="tiny-zimage", seed=3, random_weights=True))
     state = torch.randn(1, 48, 4, 4)
     tokens = torch.randn(1, 6, 64)
     mask = torch.tensor([[True, True, True, False, False, False]])
@@ -71,7 +72,7 @@ def test_zimage_masked_condition_drops_padding():
 
 
 def test_zero_velocity_gives_the_autoencoder_round_trip():
-    model = build_generator("tiny", seed=0)
+    model = build_generator(ModelSpec(preset="tiny", seed=0, random_weights=True))
     with torch.no_grad():
         model.diffusers_transformer.proj_out.weight.zero_()
         image = torch.rand(1, 3, 16, 16) * 2 - 1

@@ -11,6 +11,7 @@ from skimage import data
 from strsr.cli import main as upscale_main
 from strsr.export.tensorrt import Profile, profiles_for
 from strsr.manifest import ManifestError
+from strsr.spec import ModelSpec
 from strsr.trt_backend import check_engine_host
 
 BUILT_ON = {"version": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "engines": {}}
@@ -50,7 +51,7 @@ def test_trt_backend_without_tensorrt_is_a_clear_error(tmp_path, caplog):
     if _has_tensorrt_and_gpu():
         pytest.skip("TensorRT and a GPU are present: the error path cannot be reached")
     Image.fromarray(data.coffee()[:32, :32]).save(tmp_path / "c.png")
-    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--backend", "trt", "--engine-dir",
+    code = upscale_main([str(tmp_path / "c.png"), "-o", str(tmp_path / "o"), "--runtime", "trt", "--engine-dir",
                          str(tmp_path), "--quiet"])  # fmt: skip
     assert code == 2
     assert "--backend trt needs" in caplog.text
@@ -66,12 +67,13 @@ def test_trt_engines_match_onnx_runtime_on_a_photo(tmp_path):
     from strsr.pipeline import SuperResolver
 
     out = tmp_path / "engines"
-    assert export_main(["--preset", "tiny", "--out", str(out), "--trt", "--tile", "256"]) == 0
+    assert export_main(["--preset", "tiny", "-o", str(out), "--trt", "--tile", "256"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["tensorrt"]["engines"]) == {"vae_encoder", "dit_onestep", "vae_decoder"}
     lr = torch.from_numpy(data.coffee()[100:164, 200:264]).permute(2, 0, 1)[None].float() / 255
-    onnx = SuperResolver.from_export(out, "tiny", tile=256).upscale_tensor(lr)
+    spec = ModelSpec(preset="tiny")
+    onnx = SuperResolver.from_export(out, spec, tile=256).upscale_tensor(lr)
     for cuda_graph in (False, True):
-        trt = SuperResolver.from_export(out, "tiny", tile=256, backend="trt", cuda_graph=cuda_graph).upscale_tensor(lr)
+        trt = SuperResolver.from_export(out, spec, tile=256, runtime="trt", cuda_graph=cuda_graph).upscale_tensor(lr)
         psnr = 10 * torch.log10(1 / (trt.cpu() - onnx).pow(2).mean())
         assert psnr >= 45, (cuda_graph, psnr)

@@ -27,14 +27,14 @@ from strsr.train.trainer import Trainer, TrainingDiverged
 def _config(tmp_path, **sections):
     """A seconds-long tiny run: LoRA DiT, tiny discriminator, RealESRGAN degradation with a pair queue."""
     base = {
-        "model": {"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False},
+        "model": {"preset": "tiny", "lora_rank": 4, "device": "cpu"},
         "data": {"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "center", "flip": True},
         "degradation": {"kind": "realesrgan", "queue_size": 4},
         "loss": {"lambda_lpips": 0.0, "lambda_gan": 0.1},
         "discriminator": {"model": "tiny"},
         "optim": {"batch_size": 1, "lr_g": 1e-3, "lr_d": 1e-3},
         "run": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "checkpoint_every": 2, "log_every": 1,
-                "sample_every": 2, "device": "cpu", "keep_last": 5},
+                "sample_every": 2, "keep_last": 5, "gradient_checkpointing": False},
     }  # fmt: skip
     for section, values in sections.items():
         base[section] = {**base.get(section, {}), **values}
@@ -116,7 +116,7 @@ def test_paper_recipes_train_what_the_official_configs_train(name):
 
 def test_tiny_recipe_stays_unconditioned_on_full_resolution_patches():
     tiny = load_config("tiny")
-    assert (tiny.model.preset, tiny.model.conditioning, tiny.data.crop, tiny.degradation.kind) == (
+    assert (tiny.model.preset, tiny.model.mode, tiny.data.crop, tiny.degradation.kind) == (
         "tiny", "none", "patch", "bicubic")  # fmt: skip
     assert loss_weights(tiny) == LossWeights(1.0, 0.0, 0.0, 0.0, 10.0)
 
@@ -352,7 +352,7 @@ def test_cli_writes_resolved_config_and_exports_weights(tmp_path):
         [model]
         preset = "tiny"
         lora_rank = 0
-        gradient_checkpointing = false
+        device = "cpu"
         [data]
         skimage_images = ["astronaut"]
         resolution = 64
@@ -364,7 +364,7 @@ def test_cli_writes_resolved_config_and_exports_weights(tmp_path):
         [run]
         output_dir = "{tmp_path / 'run'}"
         max_steps = 2
-        device = "cpu"
+        gradient_checkpointing = false
     """))
     assert main([str(recipe), "--set", "optim.batch_size=1"]) == 0
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -389,13 +389,14 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
         from strsr.train.config import from_dict
         from strsr.train.trainer import Trainer
         config = from_dict({{
-            "model": {{"preset": "tiny", "lora_rank": 4, "gradient_checkpointing": False}},
+            "model": {{"preset": "tiny", "lora_rank": 4, "device": "cpu"}},
             "data": {{"skimage_images": ["astronaut", "coffee"], "resolution": 64, "crop": "random"}},
             "degradation": {{"kind": "realesrgan", "queue_size": 0}},
             "loss": {{"lambda_lpips": 0.0, "lambda_gan": 0.1}},
             "discriminator": {{"model": "tiny"}},
             "optim": {{"batch_size": 1, "lr_g": 1e-3, "lr_d": 1e-3}},
-            "run": {{"output_dir": "{tmp_path / 'run'}", "max_steps": 3, "checkpoint_every": 3, "device": "cpu"}},
+            "run": {{"output_dir": "{tmp_path / 'run'}", "max_steps": 3, "checkpoint_every": 3,
+                     "gradient_checkpointing": False}},
         }})
         trainer = Trainer(config)
         trainer.train()

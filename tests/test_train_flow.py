@@ -14,6 +14,7 @@ from strsr.build import build_generator
 from strsr.checkpoint import CheckpointError, read_metadata, save_generator
 from strsr.cli import main as upscale_main
 from strsr.pipeline import SuperResolver
+from strsr.spec import ModelSpec
 from strsr.train.cli import main as train_main
 
 MODES = ("none", "text", "vlm")
@@ -39,7 +40,7 @@ def _recipe(path, mode: str, model_lines: str, run_dir) -> str:
         preset = "tiny"
         conditioning = "{mode}"
         lora_rank = 4
-        gradient_checkpointing = false
+        device = "cpu"
         {model_lines}
         [data]
         skimage_images = ["astronaut"]
@@ -55,7 +56,7 @@ def _recipe(path, mode: str, model_lines: str, run_dir) -> str:
         output_dir = "{run_dir}"
         max_steps = 1
         checkpoint_every = 1
-        device = "cpu"
+        gradient_checkpointing = false
     """).format(mode=mode, model_lines=model_lines.replace("\n", "\n        "), run_dir=run_dir))
     return str(path)
 
@@ -84,10 +85,11 @@ def test_train_export_upscale_in_each_mode(mode, mode_settings, tmp_path):
 
 
 def test_a_checkpoint_of_another_mode_names_the_flag(tmp_path, tiny_vlm_dir, caplog):
-    weights = save_generator(build_generator("tiny", lora_rank=4), tmp_path / "none.safetensors")
+    model = build_generator(ModelSpec(preset="tiny", lora_rank=4, random_weights=True))
+    weights = save_generator(model, tmp_path / "none.safetensors")
     with pytest.raises(CheckpointError, match=r"trained with conditioning 'none', this model is built for 'vlm'; "
                                               r"pass --conditioning none .* --set model.conditioning=none"):
-        build_generator("tiny", conditioning="vlm", vlm=tiny_vlm_dir, checkpoint=weights)
+        build_generator(ModelSpec(preset="tiny", conditioning="vlm", vlm=tiny_vlm_dir, checkpoint=weights))
     photo = tmp_path / "c.png"
     Image.fromarray(data.coffee()[100:116, 200:216]).save(photo)
     code = upscale_main([str(photo), "-o", str(tmp_path / "out"), "--checkpoint", str(weights), "--conditioning", "vlm",
@@ -97,11 +99,11 @@ def test_a_checkpoint_of_another_mode_names_the_flag(tmp_path, tiny_vlm_dir, cap
 
 def test_files_naming_the_conditioning_class_read_as_their_mode(tmp_path):
     """Checkpoints written before the mode was recorded (the bundled tiny weights among them) still load."""
-    model = build_generator("tiny", lora_rank=4)
+    model = build_generator(ModelSpec(preset="tiny", lora_rank=4, random_weights=True))
     tensors = {k: v.contiguous() for k, v in model.trainable_state_dict().items()}
     for name, mode in (("NullConditioning", "none"), ("PromptConditioning", "text"), ("VLMConditioning", "vlm")):
         meta = {"format": "strsr.generator.v1", "preset": "tiny", "lora_rank": "4", "conditioning": name}
         save_file(tensors, tmp_path / f"{name}.safetensors", metadata=meta)
         assert read_metadata(tmp_path / f"{name}.safetensors")["conditioning"] == mode
-    build_generator("tiny", lora_rank=4, checkpoint=tmp_path / "NullConditioning.safetensors")
+    build_generator(ModelSpec(preset="tiny", lora_rank=4, checkpoint=tmp_path / "NullConditioning.safetensors"))
     assert SuperResolver.from_preset("tiny").model is not None  # the bundled weights (written with a class name)

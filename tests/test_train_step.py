@@ -29,9 +29,9 @@ def _paper_recipe_on_tiny(name: str, tmp_path, **extra) -> object:
     """The shipped paper recipe, model swapped for the tiny preset (no VLM) and the tiny discriminator."""
     overrides = {
         "model.preset": '"tiny"', "model.conditioning": '"none"', "model.lora_rank": "4",
-        "model.gradient_checkpointing": "false", "data.skimage_images": '["astronaut"]',
+        "run.gradient_checkpointing": "false", "data.skimage_images": '["astronaut"]',
         "data.resolution": "64", "discriminator.model": '"tiny"', "loss.fdl_num_proj": "8",
-        "optim.batch_size": "2", "run.device": '"cpu"', "run.output_dir": f'"{tmp_path / "run"}"', **extra,
+        "optim.batch_size": "2", "model.device": '"cpu"', "run.output_dir": f'"{tmp_path / "run"}"', **extra,
     }  # fmt: skip
     config = load_config(name, [f"{k}={v}" for k, v in overrides.items()])
     config.run.resume_from = None

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from strsr.adapter import VLMAdapter, VLMConditioning, adapter_for
-from strsr.backbones import MissingWeightsError, build_transformer, predict_velocity
+from strsr.backbones import build_transformer, predict_velocity
 from strsr.presets import get_preset
+from strsr.spec import MissingWeightsError
 from strsr.vlm import (
     DEFAULT_VLM_PROMPT,
     MAX_VLM_TOKENS,

@@ -4,9 +4,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from strsr.backbones import MissingWeightsError, build_transformer
+from strsr.backbones import build_transformer
 from strsr.build import build_generator
 from strsr.checkpoint import CheckpointError, load_generator, read_metadata, save_generator
+from strsr.spec import MissingWeightsError, ModelSpec
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def pretrained_dir(tmp_path, flux2_kl_preset, tiny_flux2_vae):
 
 
 def test_pretrained_folder_loads_the_saved_weights(pretrained_dir, flux2_kl_preset, tiny_flux2_vae):
-    model = build_generator(flux2_kl_preset, pretrained=pretrained_dir)
+    model = build_generator(ModelSpec(pretrained=pretrained_dir), preset=flux2_kl_preset)
     reference = build_transformer(flux2_kl_preset, seed=7)
     loaded = {k.replace(".base_layer", ""): v for k, v in model.diffusers_transformer.state_dict().items()
               if "lora_" not in k}  # fmt: skip
@@ -30,25 +31,25 @@ def test_pretrained_folder_loads_the_saved_weights(pretrained_dir, flux2_kl_pres
 def test_missing_pretrained_files_are_named(pretrained_dir, flux2_kl_preset):
     (pretrained_dir / "vae" / "config.json").unlink()
     with pytest.raises(MissingWeightsError, match=r"vae/config.json: missing VAE config"):
-        build_generator(flux2_kl_preset, pretrained=pretrained_dir)
+        build_generator(ModelSpec(pretrained=pretrained_dir), preset=flux2_kl_preset)
     for f in (pretrained_dir / "transformer").glob("*.safetensors"):
         f.unlink()
     with pytest.raises(MissingWeightsError, match=r"transformer: no transformer weights"):
-        build_generator(flux2_kl_preset, pretrained=pretrained_dir)
+        build_generator(ModelSpec(pretrained=pretrained_dir), preset=flux2_kl_preset)
 
 
 def test_pretrained_for_another_architecture_is_refused(pretrained_dir):
     with pytest.raises(ValueError, match="does not match preset 'tiny'.*in_channels=16 \\(preset: 192\\)"):
-        build_generator("tiny", pretrained=pretrained_dir)
+        build_generator(ModelSpec(preset="tiny", pretrained=pretrained_dir))
 
 
 def test_full_preset_without_weights_says_what_to_pass():
     with pytest.raises(ValueError, match="--pretrained DIR.*--random-weights"):
-        build_generator("flux2-klein-4b")
+        build_generator(ModelSpec(preset="flux2-klein-4b"))
 
 
 def test_checkpoint_round_trip_restores_outputs(tmp_path, randomise_lora):
-    model = build_generator("tiny", seed=1)
+    model = build_generator(ModelSpec(preset="tiny", seed=1, random_weights=True))
     randomise_lora(model.transformer, seed=2)
     with torch.no_grad():
         model.conditioning.embedding.normal_()
@@ -56,22 +57,23 @@ def test_checkpoint_round_trip_restores_outputs(tmp_path, randomise_lora):
     assert read_metadata(path) == {"format": "strsr.generator.v1", "preset": "tiny", "lora_rank": "16",
                                    "conditioning": "none"}  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]  # no temporary left behind
-    restored = build_generator("tiny", seed=1, checkpoint=path)
+    restored = build_generator(ModelSpec(preset="tiny", seed=1, checkpoint=path))
     image = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(restored(image), model(image), rtol=0, atol=0)
 
 
 def test_checkpoint_for_another_preset_or_rank_is_refused(tmp_path):
-    path = save_generator(build_generator("tiny"), tmp_path / "tiny.safetensors")
+    model = build_generator(ModelSpec(preset="tiny", random_weights=True))
+    path = save_generator(model, tmp_path / "tiny.safetensors")
     with pytest.raises(CheckpointError, match="for preset 'tiny', the model has 'tiny-zimage'"):
-        build_generator("tiny-zimage", checkpoint=path)
+        build_generator(ModelSpec(preset="tiny-zimage", checkpoint=path))
     with pytest.raises(CheckpointError, match="for LoRA rank '16', the model has '8'"):
-        build_generator("tiny", lora_rank=8, checkpoint=path)
+        build_generator(ModelSpec(preset="tiny", lora_rank=8, checkpoint=path))
 
 
 def test_malformed_checkpoints_are_refused(tmp_path):
-    model = build_generator("tiny")
+    model = build_generator(ModelSpec(preset="tiny", random_weights=True))
     tensors = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     meta = {"format": "strsr.generator.v1", "preset": "tiny", "lora_rank": "16", "conditioning": "NullConditioning"}
     first = sorted(tensors)[0]

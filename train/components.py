@@ -11,6 +11,7 @@ from strsr.build import build_generator
 from strsr.discriminator import CLIPConvNeXtDiscriminator, build_discriminator
 from strsr.losses.objectives import LossWeights
 from strsr.model import StrSRGenerator
+from strsr.presets import get_preset
 from strsr.train.config import ConfigError, TrainConfig, loss_weights
 
 
@@ -28,19 +29,16 @@ class Components:
 
 
 def build_components(config: TrainConfig, device: torch.device) -> Components:
-    model_cfg, loss_cfg = config.model, config.loss
-    generator = build_generator(
-        model_cfg.preset, pretrained=model_cfg.pretrained, checkpoint=model_cfg.init_checkpoint,
-        conditioning=model_cfg.conditioning, prompt=model_cfg.prompt, lora_rank=model_cfg.lora_rank,
-        vlm=model_cfg.vlm, text_encoder_dir=model_cfg.text_encoder,
-        device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, seed=config.run.seed,
-        attention_backend=model_cfg.attention_backend, latent=model_cfg.latent,
-    )  # fmt: skip
-    if model_cfg.gradient_checkpointing:
+    loss_cfg = config.loss
+    spec = config.model
+    if spec.checkpoint is None and spec.pretrained is None and get_preset(spec.preset).tiny:
+        # training starts from the spec's checkpoint only: a tiny preset's bundled weights are an inference default
+        spec = spec.replace(random_weights=True)
+    generator = build_generator(spec)
+    if config.run.gradient_checkpointing:
         generator.diffusers_transformer.enable_gradient_checkpointing()
-    if model_cfg.zero_init_velocity:
-        with torch.no_grad():
-            generator.diffusers_transformer.proj_out.weight.zero_()
+    if config.run.zero_init_velocity:
+        zero_velocity(generator.diffusers_transformer)
     weights = loss_weights(config)
 
     discriminator = opt_d = None
@@ -71,6 +69,18 @@ def build_components(config: TrainConfig, device: torch.device) -> Components:
     return Components(generator, discriminator, lpips, fdl, weights, opt_g, opt_d, degradation, queue)
 
 
+@torch.no_grad()
+def zero_velocity(transformer: nn.Module) -> None:
+    """Zero the DiT's output projection, so the velocity starts at 0 and the first output is the VAE round trip of
+    the upsampled LR (FLUX.2: `proj_out`; Z-Image: the final layer's linear)."""
+    finals = [transformer.proj_out] if hasattr(transformer, "proj_out") else [
+        layer.linear for layer in transformer.all_final_layer.values()]  # fmt: skip
+    for linear in finals:
+        linear.weight.zero_()
+        if linear.bias is not None:
+            linear.bias.zero_()
+
+
 def _generator_groups(generator, config: TrainConfig) -> list[dict]:
     """The DiT's trainable parameters (LoRA, null embedding), and the VLM adapter in its own learning-rate group."""
     adapter = generator.conditioning.adapter if generator.image_conditioned else None
@@ -94,7 +104,7 @@ def _degradation(config: TrainConfig):
 
     if config.degradation.kind == "bicubic":
         return BicubicDegradation(), None
-    degradation = RealESRGANDegradation(sharpen_gt=config.degradation.sharpen_gt)
+    degradation = RealESRGANDegradation(config.degradation)
     queue = PairQueue(config.degradation.queue_size) if config.degradation.queue_size else None
     return degradation, queue
 

@@ -7,7 +7,7 @@ written beside the run so a run can always be reproduced.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import tomllib
 import types
 import typing
@@ -15,23 +15,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from strsr.atomic import write_json
+from strsr.degradation import DegradationConfig
+from strsr.spec import ModelSpec
+
 RECIPES = ("tiny", "flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2")
-
-
-@dataclass
-class ModelConfig:
-    preset: str = "tiny"
-    pretrained: str | None = None  # local diffusers folder of the base model
-    lora_rank: int | None = None  # None: the preset's (256 for full presets); 0: train the whole transformer
-    conditioning: str = "none"  # "vlm" (the paper's dual encoder; the paper recipes), "text" or "none"
-    prompt: str = ""  # text mode: the prompt; vlm mode: empty means the official StrSR prompt
-    vlm: str | None = None  # local Qwen3-VL folder, for vlm conditioning
-    latent: str = "sample"  # VAE encoding of the LR: "sample" (posterior draw, as the official trainer) or "mode"
-    text_encoder: str | None = None  # folder with text_encoder/ and tokenizer/ (default: pretrained)
-    gradient_checkpointing: bool = True
-    init_checkpoint: str | None = None  # strsr generator weights to start from
-    zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
-    attention_backend: str = "sdpa"  # "sdpa", "triton", "triton-fused" (RMSNorm + RoPE inside the kernel)
 
 
 @dataclass
@@ -43,14 +31,6 @@ class DataConfig:
     resolution: int = 1024  # HR crop side
     crop: str = "center"  # "center", "random" (the official resize-then-crop rules) or "patch" (see strsr.train.data)
     flip: bool = False  # random horizontal flips (the official runs have none)
-    num_workers: int = 2
-
-
-@dataclass
-class DegradationConfig:
-    kind: str = "realesrgan"  # "realesrgan" (the paper) or "bicubic" (plain x4 downscale)
-    queue_size: int = 256  # training-pair pool (the official configs' 256; RealESRGAN's 180); 0 disables it
-    sharpen_gt: bool = True
 
 
 @dataclass
@@ -99,23 +79,27 @@ class RunConfig:
     log_every: int = 10
     sample_every: int = 500
     grid_every: int = 100  # log the periodic-artifact score (grid16 in strsr-eval) every N steps; 0: never
-    mixed_precision: str = "auto"  # "auto" (bf16 on GPU), "bf16", "no"
-    device: str = "auto"
     resume_from: str | None = None  # a checkpoint (or run) directory whose full state starts this run (stage 2)
+    gradient_checkpointing: bool = True  # recompute the DiT's activations in the backward pass (memory for time)
+    zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
 
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    """`[model]` is a `strsr.spec.ModelSpec`: the same fields (and checks) as every other entry point's model
+    options; its `checkpoint` is the weights training starts from, `precision` the weights' dtype (auto: bf16 on a
+    GPU, under bf16 autocast)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
     data: DataConfig = field(default_factory=DataConfig)
-    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)  # strsr.degradation's, all settable
     loss: LossConfig = field(default_factory=LossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # paths stay Path objects; write_resolved writes them as text
 
 
 class ConfigError(ValueError):
@@ -147,6 +131,8 @@ def _coerce(value, annotation, where: str):
         return value
     if annotation is str and isinstance(value, str):
         return value
+    if annotation is Path and isinstance(value, str):
+        return Path(value)
     raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
@@ -154,9 +140,10 @@ def _section_types(cls) -> dict[str, type]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(data: dict) -> TrainConfig:
-    """Build a TrainConfig from nested dicts, rejecting unknown sections and keys."""
-    config = TrainConfig()
+def from_dict(data: dict, config: TrainConfig | None = None) -> TrainConfig:
+    """Build a TrainConfig from nested dicts (over `config`'s values, or the defaults), rejecting unknown sections and
+    keys; the `[model]` table is checked as a ModelSpec."""
+    config = config or TrainConfig()
     sections = _section_types(TrainConfig)
     for section, values in data.items():
         if section not in sections:
@@ -165,10 +152,19 @@ def from_dict(data: dict) -> TrainConfig:
             raise ConfigError(f"[{section}] must be a table")
         target = getattr(config, section)
         fields = _section_types(type(target))
+        typed = {}
         for key, value in values.items():
             if key not in fields:
                 raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(fields)}")
-            setattr(target, key, _coerce(value, fields[key], f"{section}.{key}"))
+            typed[key] = _coerce(value, fields[key], f"{section}.{key}")
+        if target.__dataclass_params__.frozen:  # [model], [degradation]: a new value, checked by its class
+            try:
+                setattr(config, section, dataclasses.replace(target, **typed))
+            except ValueError as err:  # SpecError and the degradation's own checks
+                raise ConfigError(f"[{section}] {err}") from None
+        else:
+            for key, value in typed.items():
+                setattr(target, key, value)
     return config
 
 
@@ -182,8 +178,7 @@ def apply_override(config: TrainConfig, assignment: str) -> None:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word such as runs/x or tiny
-    updated = from_dict({section: {key: value}})
-    setattr(getattr(config, section), key, getattr(getattr(updated, section), key))
+    from_dict({section: {key: value}}, config)
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -212,33 +207,48 @@ def load_config(recipe: str, overrides: list[str] = ()) -> TrainConfig:
 
 
 def validate(config: TrainConfig) -> None:
-    from strsr.autoencoders import LATENT_MODES
-    from strsr.conditioning import CONDITIONING_MODES
+    """Every value checked against its range before anything is built; raises ConfigError naming the key."""
     from strsr.losses.fdl import INPUT_RANGES
-    from strsr.presets import get_preset
 
-    get_preset(config.model.preset)
     choices = {
-        "model.conditioning": (config.model.conditioning, CONDITIONING_MODES),
-        "model.latent": (config.model.latent, LATENT_MODES),
         "loss.fdl_input_range": (config.loss.fdl_input_range, INPUT_RANGES),
         "data.crop": (config.data.crop, ("center", "random", "patch")),
-        "degradation.kind": (config.degradation.kind, ("realesrgan", "bicubic")),
-        "run.mixed_precision": (config.run.mixed_precision, ("auto", "bf16", "no")),
         "loss.r1_noise": (config.loss.r1_noise, ("uniform", "gaussian")),
-        "model.attention_backend": (config.model.attention_backend, ("sdpa", "triton", "triton-fused")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
-    if config.model.conditioning == "vlm" and not config.model.vlm:
+    if config.model.mode == "vlm" and not config.model.vlm:
         raise ConfigError("model.vlm: VLM conditioning needs the local Qwen3-VL folder "
                           "(--set model.vlm=/models/Qwen3-VL-4B-Instruct), or set model.conditioning")  # fmt: skip
     if config.run.stage not in (1, 2):
         raise ConfigError(f"run.stage={config.run.stage}; StrSR trains in stages 1 and 2")
-    if config.data.resolution % 64:
-        raise ConfigError(f"data.resolution={config.data.resolution} must be a multiple of 64")
-    if not (config.data.folders or config.data.file_lists or config.data.skimage_images):
+    run, optim, loss, data = config.run, config.optim, config.loss, config.data
+    at_least = {"run.max_steps": (run.max_steps, 1), "run.checkpoint_every": (run.checkpoint_every, 1),
+                "run.log_every": (run.log_every, 1), "run.keep_last": (run.keep_last, 1),
+                "run.sample_every": (run.sample_every, 0), "run.grid_every": (run.grid_every, 0),
+                "optim.batch_size": (optim.batch_size, 1), "data.resolution": (data.resolution, 64),
+                "loss.fdl_num_proj": (loss.fdl_num_proj, 1)}  # fmt: skip
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{key}={value} must be at least {low}")
+    if data.resolution % 64:
+        raise ConfigError(f"data.resolution={data.resolution} must be a multiple of 64")
+    positive = {"optim.lr_g": optim.lr_g, "optim.lr_d": optim.lr_d, "optim.grad_clip": optim.grad_clip,
+                **({"optim.lr_adapter": optim.lr_adapter} if optim.lr_adapter is not None else {})}  # fmt: skip
+    weights = {"optim.weight_decay": optim.weight_decay, "loss.lambda_l1": loss.lambda_l1,
+               "loss.lambda_lpips": loss.lambda_lpips, "loss.lambda_gan": loss.lambda_gan,
+               "loss.lambda_r1": loss.lambda_r1, "loss.r1_sigma": loss.r1_sigma,
+               **({"loss.lambda_fdl": loss.lambda_fdl} if loss.lambda_fdl is not None else {})}  # fmt: skip
+    for key, value in {**positive, **weights}.items():
+        if not math.isfinite(value) or value < 0 or (key in positive and value == 0):
+            raise ConfigError(f"{key}={value} must be a finite number {'above' if key in positive else 'at least'} 0")
+    if not all(0 <= b < 1 for b in optim.betas):
+        raise ConfigError(f"optim.betas={optim.betas} must lie in [0, 1)")
+    out = Path(run.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.output_dir={run.output_dir}: is a file, not a folder")
+    if not (data.folders or data.file_lists or data.skimage_images):
         raise ConfigError("no training data: set data.folders, data.file_lists or data.skimage_images")
 
 
@@ -256,4 +266,4 @@ def loss_weights(config: TrainConfig):
 
 
 def write_resolved(config: TrainConfig, path: Path) -> None:
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(path, config.to_dict())

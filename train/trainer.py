@@ -29,12 +29,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from strsr.build import resolve_device
 from strsr.checkpoint import CheckpointError, load_generator
 from strsr.degradation import DegradedPair
 from strsr.degradation import model_input as official_model_input
 from strsr.losses.gan import r1_noise
 from strsr.losses.objectives import discriminator_loss, generator_loss
-from strsr.pipeline import resolve_device
 from strsr.train import checkpointing as ckpt
 from strsr.train.components import Components, build_components
 from strsr.train.config import TrainConfig, write_resolved
@@ -91,7 +91,7 @@ class _Inputs:
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False):
         self.config = config
-        self.dist, self.device = _init_distributed(config.run.device)
+        self.dist, self.device = _init_distributed(config.model.device)
         torch.manual_seed(config.run.seed)
         self.out = Path(config.run.output_dir)
         self.ckpt_root = self.out / "checkpoints"
@@ -114,8 +114,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- setup
     def _autocast_context(self):
-        mode = self.config.run.mixed_precision
-        if mode == "bf16" or (mode == "auto" and self.device.type == "cuda"):
+        """bf16 autocast around the forward passes when the generator's weights are bf16 (model.precision)."""
+        if self.c.generator.transformer.dtype == torch.bfloat16:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext
 

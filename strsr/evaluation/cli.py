@@ -16,17 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from strsr.conditioning import CONDITIONING_MODES
-from strsr.evaluation.metrics import PAPER_METRICS, WEIGHT_FREE_METRICS, MetricSuite, import_pyiqa, spec
-from strsr.evaluation.pairing import PairingError, pair_folders
-from strsr.evaluation.report import format_table, means, write_csv, write_json
-from strsr.evaluation.weights import MissingWeightsError
-from strsr.imageio import ImageError, load_image
-from strsr.outputs import plan_outputs
-from strsr.presets import PRESETS
+from strsr.evaluation.metric_sets import PAPER_METRICS, WEIGHT_FREE_METRICS
+from strsr.spec import HelpFormatter, ModelSpec
 
 log = logging.getLogger("strsr.evaluation")
 
@@ -38,41 +29,26 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelOptions:
-    """strsr-upscale's model flags, for --lr."""
-
-    preset: str
-    pretrained: Path | None
-    checkpoint: Path | None
-    random_weights: bool
-    conditioning: str
-    prompt: str
-    dtype: str
-    tile: int
-    overlap: int
-    seed: int
-    attention: str
-
-
-@dataclass(frozen=True)
 class EvalConfig:
     preds: tuple[tuple[str, Path], ...]  # (method name, folder)
     gt: Path | None
     lr: Path | None
-    model: ModelOptions
+    model: ModelSpec  # for --lr
+    tile: int | None
+    overlap: int
     metrics: tuple[str, ...]
     weights_dirs: tuple[Path, ...]
     weights: tuple[tuple[str, Path], ...]
     skip_unavailable: bool
     grid_period: int
-    device: str
     csv: Path | None
-    json: Path | None
+    output: Path | None
     quiet: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="strsr-eval", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(prog="strsr-eval", description=__doc__.splitlines()[0].split(": ", 1)[1],
+                                formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--pred", action="append", required=True, metavar="[NAME=]DIR",
                    help="folder of results, one table row each (repeatable); with --lr, where the outputs go")
     p.add_argument("--gt", type=Path, help="ground-truth folder; without it only no-reference metrics run")
@@ -85,23 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", default=[], metavar="METRIC=PATH",
                    help="a metric's own checkpoint file, or a folder searched first for its files (repeatable)")
     p.add_argument("--skip-unavailable", action="store_true", help="drop metrics whose weights are missing, warn")
-    p.add_argument("--grid-period", type=int, default=16, help="artifact period in pixels (default: 16 = gridN)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--grid-period", type=int, default=16, help="artifact period in pixels (16 = grid16)")
+    p.add_argument("-o", "--output", type=Path, help="JSON report: settings, per-method means and per-image scores")
     p.add_argument("--csv", type=Path, help="per-image scores and per-method means")
-    p.add_argument("--json", type=Path, help="settings, per-method means and per-image scores")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    m = p.add_argument_group("model (for --lr; as strsr-upscale)")
-    m.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    m.add_argument("--pretrained", type=Path)
-    m.add_argument("--checkpoint", type=Path)
-    m.add_argument("--random-weights", action="store_true")
-    m.add_argument("--conditioning", default="none", choices=CONDITIONING_MODES)
-    m.add_argument("--prompt", default="")
-    m.add_argument("--dtype", default="auto")
-    m.add_argument("--tile", type=int, default=1024)
-    m.add_argument("--overlap", type=int, default=64)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--attention", default="sdpa", choices=("sdpa", "triton", "triton-fused"))
+    ModelSpec.add_args(p, title="model (for --lr, as strsr-upscale; --device also runs the metrics)")
+    p.add_argument("--tile", type=int, help="--lr: output tile size (default: the preset's)")
+    p.add_argument("--overlap", type=int, default=64, help="--lr: overlap between output tiles")
     return p
 
 
@@ -116,6 +82,8 @@ def _pairs_arg(items: list[str], flag: str) -> list[tuple[str, str]]:
 
 
 def _metric_names(text: str | None, with_gt: bool) -> tuple[str, ...]:
+    from strsr.evaluation.metrics import spec
+
     requested = [t.strip() for t in (text or "paper").split(",") if t.strip()]
     names: list[str] = []
     for item in requested:
@@ -167,29 +135,32 @@ def validate(args: argparse.Namespace) -> EvalConfig:
     for folder in args.weights_dir:
         if not folder.is_dir():
             raise UsageError(f"--weights-dir {folder}: not a folder")
-    model = ModelOptions(args.preset, args.pretrained, args.checkpoint, args.random_weights, args.conditioning,
-                         args.prompt, args.dtype, args.tile, args.overlap, args.seed, args.attention)  # fmt: skip
+    try:
+        model = ModelSpec.from_args(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     metrics = _metric_names(args.metrics, args.gt is not None)
     return EvalConfig(
-        preds=tuple(preds), gt=args.gt, lr=args.lr, model=model, metrics=metrics,
-        weights_dirs=tuple(args.weights_dir), weights=tuple(weights), skip_unavailable=args.skip_unavailable,
-        grid_period=args.grid_period, device=args.device, csv=args.csv, json=args.json, quiet=args.quiet,
+        preds=tuple(preds), gt=args.gt, lr=args.lr, model=model, tile=args.tile, overlap=args.overlap,
+        metrics=metrics, weights_dirs=tuple(args.weights_dir), weights=tuple(weights),
+        skip_unavailable=args.skip_unavailable, grid_period=args.grid_period, csv=args.csv, output=args.output,
+        quiet=args.quiet,
     )  # fmt: skip
 
 
-def upscale_folder(config: EvalConfig, device: torch.device) -> int:
+def upscale_folder(config: EvalConfig) -> int:
     """Run the model over every LR image into the --pred folder (same relative names, .png); an image that fails
     is reported on one line and the others go on. Returns the number of failures."""
+    from tqdm import tqdm
+
+    from strsr.imageio import ImageError, load_image
+    from strsr.outputs import plan_outputs
     from strsr.pipeline import SuperResolver
 
-    o = config.model
-    resolver = SuperResolver.from_preset(
-        o.preset, pretrained=o.pretrained, checkpoint=o.checkpoint, random_weights=o.random_weights,
-        conditioning=o.conditioning, prompt=o.prompt, device=device, dtype=o.dtype, tile=o.tile, overlap=o.overlap,
-        seed=o.seed, attention_backend=o.attention,
-    )  # fmt: skip
+    resolver = SuperResolver.from_spec(config.model, tile=config.tile, overlap=config.overlap)
     if resolver.weights_are_random:
-        log.warning("weights are random (preset %r, no checkpoint): scores measure the pipeline, not a model", o.preset)
+        log.warning("weights are random (preset %r, no checkpoint): scores measure the pipeline, not a model",
+                    config.model.preset)  # fmt: skip
     failures = 0
     jobs = plan_outputs([config.lr], config.preds[0][1], lambda relative: relative.with_suffix(".png"))
     for source, target in tqdm(jobs, desc="upscaling", unit="img", disable=config.quiet):
@@ -203,7 +174,10 @@ def upscale_folder(config: EvalConfig, device: torch.device) -> int:
     return failures
 
 
-def _suite(config: EvalConfig, device: torch.device) -> MetricSuite:
+def _suite(config: EvalConfig, device):
+    from strsr.evaluation.metrics import MetricSuite
+    from strsr.spec import MissingWeightsError
+
     suite = MetricSuite(config.metrics, device=device, weights_dirs=config.weights_dirs,
                         weights=dict(config.weights), grid_period=config.grid_period)  # fmt: skip
     problems = suite.check_weights()
@@ -218,10 +192,14 @@ def _suite(config: EvalConfig, device: torch.device) -> MetricSuite:
 
 def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]:
     """Score every paired image: (rows, columns, images per method, failures)."""
-    from strsr.pipeline import resolve_device
+    from tqdm import tqdm
 
-    device = resolve_device(config.device)
-    failures = upscale_folder(config, device) if config.lr is not None else 0
+    from strsr.build import resolve_device
+    from strsr.evaluation.pairing import pair_folders
+    from strsr.imageio import ImageError, load_image
+
+    device = resolve_device(config.model.device)
+    failures = upscale_folder(config) if config.lr is not None else 0
     pairings = []
     for method, folder in config.preds:
         pairing = pair_folders(folder, config.gt)
@@ -259,12 +237,17 @@ def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="strsr-eval: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    from strsr.evaluation.metrics import import_pyiqa
+    from strsr.evaluation.report import format_table, means, write_csv, write_report
+
     try:
         import_pyiqa()
         config = validate(args)
         rows, columns, counts, failures = evaluate(config)
-    except (UsageError, PairingError, MissingWeightsError, ImportError, ImageError) as err:
-        log.error("%s", err)
+    # bad options, folders that do not pair, an unreadable image, a checkpoint that does not fit (ValueErrors);
+    # missing weight files (FileNotFoundError); a missing extra (ImportError)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        log.error("%s", str(err).strip())
         return 2
     results = {m: means([r for r in rows if r["method"] == m], columns) for m, _ in config.preds}
     sys.stdout.write(format_table(results, columns, counts) + "\n")
@@ -272,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics": list(config.metrics), "pyiqa_defaults": True}  # fmt: skip
     if config.csv:
         write_csv(config.csv, rows, columns)
-    if config.json:
-        write_json(config.json, rows, columns, settings)
+    if config.output:
+        write_report(config.output, rows, columns, settings)
     if failures:
         log.error("%d image(s) could not be scored", failures)
     return 1 if failures else 0

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from strsr.evaluation.metric_sets import PAPER_METRICS, WEIGHT_FREE_METRICS
 from strsr.evaluation.weights import MissingWeightsError, offline_loading, resolve_weights
 from strsr.grid_artifacts import grid_artifact_score
 
@@ -30,9 +31,6 @@ __all__ = ["PAPER_METRICS", "WEIGHT_FREE_METRICS", "MetricSpec", "MetricSuite", 
 
 log = logging.getLogger("strsr.evaluation")
 
-PAPER_METRICS = ("psnr", "ssim", "lpips", "dists", "niqe", "maniqa", "musiq", "qalign", "qualiclip")
-# pyiqa metrics that build with no weight file at all (checked with pyiqa 0.1.16): the ones that run offline.
-WEIGHT_FREE_METRICS = ("psnr", "ssim", "ms_ssim", "cw_ssim", "fsim", "gmsd", "vif", "vsi", "nlpd", "mad", "piqe")
 _HEADERS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "dists": "DISTS", "niqe": "NIQE", "maniqa": "MAN.",
             "musiq": "MUS.", "qalign": "QAli.", "qualiclip": "Qual."}  # fmt: skip
 

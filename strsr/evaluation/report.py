@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from strsr.atomic import atomic_write
+from strsr.atomic import atomic_write, write_json
 from strsr.evaluation.metrics import MetricSpec
 
-__all__ = ["format_table", "means", "write_csv", "write_json"]
+__all__ = ["format_table", "means", "write_csv", "write_report"]
 
 
 def means(rows: Sequence[dict], columns: Sequence[MetricSpec]) -> dict[str, float]:
@@ -67,8 +66,9 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec]) -
     _write_text(path, write)
 
 
-def write_json(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], settings: dict) -> None:
-    """{"settings", "metrics": [{name, header, lower_better, full_reference}], "means": {method: {...}}, "images"}."""
+def write_report(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], settings: dict) -> None:
+    """{"settings", "metrics": [{name, header, lower_better, full_reference}], "means": {method: {...}}, "images"},
+    as JSON (a missing value, NaN, as null)."""
     methods = dict.fromkeys(r["method"] for r in rows)
     payload = {
         "settings": settings,
@@ -77,8 +77,7 @@ def write_json(path: Path, rows: Sequence[dict], columns: Sequence[MetricSpec], 
         "means": {m: means([r for r in rows if r["method"] == m], columns) for m in methods},
         "images": list(rows),
     }
-    text = json.dumps(_nan_to_none(payload), indent=2, default=str, allow_nan=False)
-    _write_text(path, lambda f: f.write(text + "\n"))
+    write_json(path, _nan_to_none(payload))
 
 
 def _nan_to_none(value):

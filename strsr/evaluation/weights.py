@@ -30,15 +30,13 @@ from urllib.parse import urlparse
 
 import torch
 
+from strsr.spec import MissingWeightsError
+
 __all__ = ["MissingWeightsError", "UnsafeWeightsError", "WeightFile", "offline_loading", "required_files",
            "resolve_weights"]  # fmt: skip
 
 # Files pyiqa unpickles without restriction (its own .pth checkpoints); .mat and .safetensors carry no code.
 _PICKLED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
-
-
-class MissingWeightsError(RuntimeError):
-    """A metric's weight file is not on this machine; the message says which, for which metric, and where to put it."""
 
 
 class UnsafeWeightsError(MissingWeightsError):

@@ -33,7 +33,8 @@ num_proj projections of the 64-channel relu1_2 spectra at full resolution; `benc
 
 The per-layer score lives in `strsr.kernels.spectral_sw`: `spectral_sliced_wasserstein_ref` (plain PyTorch, the
 CPU/export path) beside the fused Triton kernel; `_sliced_wasserstein` sends each layer to its public op, which
-follows `strsr.kernels.dispatch` (backend argument, `use_backend()`, STRSR_KERNEL_BACKEND; "auto" = Triton on CUDA).
+follows `strsr.kernels.dispatch` (backend argument, `use_kernel_backend()`, STRSR_KERNEL_BACKEND; "auto" = Triton on
+CUDA).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from strsr.kernels.dispatch import BACKENDS
+from strsr.kernels.dispatch import KERNEL_BACKENDS
 from strsr.kernels.spectral_sw import (  # noqa: F401  (re-exported: the FDL's public per-layer pieces)
     AmplitudePhaseFunction,
     spectral_sliced_wasserstein,
@@ -154,7 +155,7 @@ def draw_projections(
 
 def _resolve_backend(backend: str | None) -> str | None:
     """Validate a backend name; which one runs is decided per call, on the spectra's device."""
-    if backend is None or backend in BACKENDS:
+    if backend is None or backend in KERNEL_BACKENDS:
         return backend
     raise ValueError(f"unknown FDL backend {backend!r}; expected None, 'auto', 'reference' or 'triton'")
 
