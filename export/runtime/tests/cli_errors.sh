@@ -21,6 +21,19 @@ head -c 100 "$data/inputs/chelsea.png" > "$tmp/truncated.png"
 expect 1 "no such file" "$tmp/missing.png" -o "$tmp/o.png" --engine-dir "$data/export"
 expect 1 "not a PNG or JPEG image" "$tmp/text.png" -o "$tmp/o.png" --engine-dir "$data/export"
 expect 1 "truncated or corrupt PNG" "$tmp/truncated.png" -o "$tmp/o.png" --engine-dir "$data/export"
+python - "$tmp/bomb.png" <<'PY'
+# a decompression bomb: 5000x4000 RGB (60 MB of pixels) in a 60 KB PNG, over STRSR_MAX_INPUT_PIXELS
+import struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+rows = zlib.compressobj(9)
+data = b"".join(rows.compress(b"\0" * (1 + 5000 * 3)) for _ in range(4000)) + rows.flush()
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 4000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+PY
+expect 1 "bomb.png: 5000x4000 is too large (over 16,777,216 pixels)" "$tmp/bomb.png" -o "$tmp/o.png" \
+    --engine-dir "$data/export"
 expect 1 "unsupported suffix '.bmp'" "$data/inputs/odd.png" -o "$tmp/o.bmp" --engine-dir "$data/export"
 expect 1 "does not exist" "$data/inputs/odd.png" -o "$tmp/no/such/o.png" --engine-dir "$data/export"
 expect 2 "no such export folder" "$data/inputs/odd.png" -o "$tmp/o.png" --engine-dir "$tmp/none"

@@ -130,7 +130,7 @@ strsr::Planar whole_canvas_blend(const std::vector<strsr::Planar>& tiles, int he
 // bottom, one per row of tiles, none taller than the tile; tiles of identical content blend back to it.
 TEST(streamed_blend_equals_the_whole_canvas_bit_for_bit) {
     const int shapes[][4] = {{100, 140, 48, 16}, {129, 224, 128, 32}, {64, 200, 64, 1}, {96, 70, 32, 0},
-                             {150, 150, 64, 37}, {40, 40, 64, 16}, {2100, 24, 1024, 64}, {200, 96, 64, 63}};
+                             {150, 150, 64, 37}, {40, 40, 64, 16}, {2100, 24, 1024, 64}, {120, 72, 64, 60}};
     std::mt19937 rng(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (const auto& s : shapes) {
@@ -175,7 +175,7 @@ TEST(streamed_blend_equals_the_whole_canvas_bit_for_bit) {
         size_t k = 0;
         for (const Tile& t : strsr::plan_tiles(height, width, tile, overlap)) blender.add(t, crops[k++]);
         blender.finish();
-        for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-5);  // overlap 63: a pixel sums hundreds of tiles
+        for (size_t i = 0; i < out.data.size(); ++i) CHECK_NEAR(out.data[i], image.data[i], 1e-5);  // overlap 60: a pixel sums dozens of tiles
     }
 }
 
