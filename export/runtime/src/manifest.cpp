@@ -113,8 +113,9 @@ void require_input(const Parser& p, const GraphInfo& graph, const std::string& s
                "must have rank " + std::to_string(rank) + ", got " + std::to_string(it->second.size()));
 }
 
-// Every file the manifest names, as strsr/manifest.py's referenced_files describes it: {name, what}.
-std::vector<std::pair<std::string, std::string>> referenced_files(const Manifest& m) {
+// Every file the manifest names, as strsr/manifest.py's referenced_files describes it: {name, what}; the TensorRT
+// engines only `with_engines`.
+std::vector<std::pair<std::string, std::string>> referenced_files(const Manifest& m, bool with_engines) {
     std::vector<std::pair<std::string, std::string>> files;
     for (const char* stage : kStages) {
         const GraphInfo& graph = m.graphs.at(stage);
@@ -123,7 +124,7 @@ std::vector<std::pair<std::string, std::string>> referenced_files(const Manifest
             files.emplace_back(extra, "graph '" + std::string(stage) + "' external data");
     }
     if (!m.condition_file.empty()) files.emplace_back(m.condition_file, "conditioning file");
-    if (m.tensorrt)
+    if (m.tensorrt && with_engines)
         for (const auto& [stage, engine] : m.tensorrt->engines) files.emplace_back(engine, "TensorRT engine '" + stage + "'");
     return files;
 }
@@ -134,7 +135,7 @@ std::map<std::string, FileRecord> file_records(const Parser& p, const json& root
     if (section == root.end() || !section->is_object())
         p.fail("", "no file records (made by an older strsr-export: re-export with --force)");
     std::map<std::string, FileRecord> records;
-    for (const auto& [name, what] : referenced_files(m)) {
+    for (const auto& [name, what] : referenced_files(m, true)) {
         const auto it = section->find(name);
         const bool sized = it != section->end() && it->is_object() && it->contains("bytes") &&
                            it->at("bytes").is_number_unsigned();
@@ -256,9 +257,7 @@ Manifest read_manifest(const std::filesystem::path& dir, bool verify_hashes) {
         throw Error(STRSR_ERROR_IO, path.string() + ": no export manifest (run strsr-export first)");
     Manifest m = parse_manifest(read_file(path), path.string());
     // What every backend opens; TensorRT engines are checked by the TensorRT backend, which alone opens them.
-    std::vector<std::pair<std::string, std::string>> files;
-    for (const auto& file : referenced_files(m))
-        if (file.second.rfind("TensorRT", 0) != 0) files.push_back(file);
+    const std::vector<std::pair<std::string, std::string>> files = referenced_files(m, false);
     std::string missing;
     for (const auto& [name, what] : files)
         if (!std::filesystem::is_regular_file(dir / name, ec)) missing += (missing.empty() ? "" : ", ") + name;
