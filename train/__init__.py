@@ -1,1 +1,4 @@
-"""`strsr-train`: two-stage adversarial training of the one-step StrSR generator (paper §3.3-3.4, §4.1)."""
+"""strsr-train: TOML recipes, the training loop and its checkpoints."""
+
+# The recipes shipped in strsr/train/recipes/ (named here so command-line help lists them without importing torch).
+RECIPES = ("tiny", "flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2")

@@ -18,8 +18,7 @@ from pathlib import Path
 from strsr.atomic import write_json
 from strsr.degradation import DegradationConfig
 from strsr.spec import ModelSpec
-
-RECIPES = ("tiny", "flux2-klein-4b-stage1", "flux2-klein-4b-stage2", "zimage-turbo-stage1", "zimage-turbo-stage2")
+from strsr.train import RECIPES
 
 
 @dataclass
@@ -99,7 +98,15 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)  # paths stay Path objects; write_resolved writes them as text
+        """Plain values only (paths as text): what config.json and a checkpoint's training state hold."""
+        def plain(value):
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return str(value) if isinstance(value, Path) else value
+
+        return plain(dataclasses.asdict(self))
 
 
 class ConfigError(ValueError):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import shutil
 import signal
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -77,6 +79,16 @@ def _init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return info, device
 
 
+def _load_plain(path: Path, device) -> dict:
+    """A checkpoint file of tensors and plain values: a run folder from elsewhere cannot run code here."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        raise CheckpointError(f"{path}: refused, loading it would run code from the file"
+                              + (f" ({refused[0].rstrip('.')})" if refused else "")) from None
+
+
 def _batch_generator(device: torch.device, seed: int, batch: int, rank: int, stream: int) -> torch.Generator:
     return torch.Generator(device).manual_seed(((seed * 1_000_003 + batch) * 4099 + rank) * 8 + stream)
 
@@ -89,12 +101,15 @@ class _Inputs:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, *, resume: bool = False):
+    def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False):
+        """`resume` continues the run in run.output_dir; without it a folder that already holds checkpoints is
+        refused unless `overwrite`, which deletes them (a fresh run would otherwise prune them by step number)."""
         self.config = config
         self.dist, self.device = _init_distributed(config.model.device)
         torch.manual_seed(config.run.seed)
         self.out = Path(config.run.output_dir)
         self.ckpt_root = self.out / "checkpoints"
+        self._claim_output(resume, overwrite)
         self.c: Components = build_components(config, self.device)
         self.sampler = CropSampler(config.data, config.run.seed)
         self.step = 0
@@ -118,6 +133,18 @@ class Trainer:
         if self.c.generator.transformer.dtype == torch.bfloat16:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext
+
+    def _claim_output(self, resume: bool, overwrite: bool) -> None:
+        existing = ckpt.latest_checkpoint(self.ckpt_root)
+        if existing is None or resume:
+            return
+        if not overwrite:
+            raise CheckpointError(f"{self.out}: already holds a run (checkpoints up to {existing.name}); continue it "
+                                  "with --resume, start over with --overwrite (its checkpoints are deleted), or set "
+                                  "another run.output_dir")  # fmt: skip
+        if self.dist.main:
+            shutil.rmtree(self.ckpt_root)
+        self.dist.barrier()
 
     def _resume_source(self, resume: bool) -> Path | None:
         if self.config.run.resume_from:
@@ -236,6 +263,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save(self) -> Path:
+        """Write a checkpoint atomically; a failed write (disk full) leaves the previous ones intact and raises a
+        CheckpointError naming the folder and the cause."""
+        try:
+            return self._save()
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError with C++ frames
+            shutil.rmtree(ckpt.staging_dir(self.ckpt_root, self.step), ignore_errors=True)
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{self.ckpt_root}: cannot write the step-{self.step} checkpoint ({cause}); the "
+                                  "earlier checkpoints are intact") from None
+
+    def _save(self) -> Path:
         c = self.c
         staging = ckpt.staging_dir(self.ckpt_root, self.step)
         if self.dist.main:
@@ -262,7 +300,7 @@ class Trainer:
 
     def _load(self, directory: Path) -> None:
         c = self.c
-        training = torch.load(directory / "training.pt", map_location=self.device, weights_only=True)
+        training = _load_plain(directory / "training.pt", self.device)
         if training["preset"] != self.config.model.preset:
             raise CheckpointError(f"{directory}: checkpoint is for preset {training['preset']!r}, "
                                   f"this run trains {self.config.model.preset!r}")  # fmt: skip
@@ -281,8 +319,7 @@ class Trainer:
             c.fdl.load_state_dict(training["fdl"])
         rank_file = directory / f"rank-{self.dist.rank}.pt"
         if rank_file.is_file():
-            # numpy/python RNG states are not plain tensors; this file is always one strsr wrote itself
-            rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
+            rank_state = _load_plain(rank_file, "cpu")
             ckpt.set_rng_state(rank_state["rng"])
             self.skipped_images = rank_state["skipped_images"]
             if c.queue is not None and rank_state["queue"] is not None:
