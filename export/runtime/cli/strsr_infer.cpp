@@ -1,5 +1,5 @@
 // strsr-infer: x4 super-resolution of one PNG/JPEG file with an `strsr-export` folder, the C++ counterpart of
-// `strsr-upscale IN -o OUTDIR --backend onnx --engine-dir DIR` (same pipeline, same grey and alpha handling).
+// `strsr-upscale IN -o OUTDIR --runtime onnx --engine-dir DIR` (same pipeline, same grey and alpha handling).
 //
 //   strsr-infer photo.png -o photo_x4.png --engine-dir exported/ [--tile 1024] [--overlap 64] [--seed 0]
 //

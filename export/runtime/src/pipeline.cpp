@@ -65,7 +65,7 @@ Upscaler::Upscaler(const std::filesystem::path& engine_dir, const strsr_options&
     if (manifest_.conditioning == "vlm")
         throw Error(STRSR_ERROR_MANIFEST, (engine_dir / "manifest.json").string() +
                                               ": this export is VLM-conditioned; the VLM runs only in PyTorch "
-                                              "(strsr-upscale --backend onnx --vlm), the C++ runtime takes exports "
+                                              "(strsr-upscale --runtime onnx --vlm), the C++ runtime takes exports "
                                               "with none or text conditioning");
     const std::filesystem::path condition_path = engine_dir / manifest_.condition_file;
     const Tensor condition = read_safetensors(condition_path, "condition");

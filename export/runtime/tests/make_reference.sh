@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test fixture: the tiny preset's export and the Python ONNX path's outputs (strsr-upscale --backend onnx) that
+# Test fixture: the tiny preset's export and the Python ONNX path's outputs (strsr-upscale --runtime onnx) that
 # the C++ runtime must reproduce. Usage: make_reference.sh DATA_DIR
 #   DATA_DIR/export/             strsr-export --preset tiny (skipped by strsr-export itself when current)
 #   DATA_DIR/inputs/             the bundled photo, an odd-sized crop, an RGBA and a grey version of it
@@ -9,7 +9,7 @@
 set -euo pipefail
 data=${1:?usage: make_reference.sh DATA_DIR}
 mkdir -p "$data/inputs" "$data/reference/tiled" "$data/reference/default" "$data/reference/nearest"
-strsr-export --preset tiny --out "$data/export"
+strsr-export --preset tiny -o "$data/export"
 python - "$data/inputs" <<'PY'
 import sys
 from pathlib import Path
@@ -27,12 +27,9 @@ rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
 rgba.save(out / "rgba.png")
 photo.convert("L").save(out / "grey.png")
 PY
-# strsr-upscale picks the ONNX path with --runtime onnx (before: --backend onnx)
-runtime=--runtime
-[[ $(strsr-upscale --help) == *--runtime* ]] || runtime=--backend
-strsr-upscale "$data/inputs/chelsea.png" -o "$data/reference/tiled" "$runtime" onnx --engine-dir "$data/export" \
+strsr-upscale "$data/inputs/chelsea.png" -o "$data/reference/tiled" --runtime onnx --engine-dir "$data/export" \
     --tile 128 --overlap 32 --quiet
 strsr-upscale "$data/inputs/odd.png" "$data/inputs/rgba.png" "$data/inputs/grey.png" -o "$data/reference/default" \
-    "$runtime" onnx --engine-dir "$data/export" --quiet
-strsr-upscale "$data/inputs/odd.png" -o "$data/reference/nearest" "$runtime" onnx --engine-dir "$data/export" \
+    --runtime onnx --engine-dir "$data/export" --quiet
+strsr-upscale "$data/inputs/odd.png" -o "$data/reference/nearest" --runtime onnx --engine-dir "$data/export" \
     --rounding nearest --quiet
