@@ -18,7 +18,7 @@ from strsr.bench.report import write_results
 from strsr.bench.tiny_eval import held_out_outputs
 from strsr.evaluation.metrics import WEIGHT_FREE_METRICS, MetricSuite
 from strsr.evaluation.report import format_table, means
-from strsr.grid_artifacts import grid_artifact_score
+from strsr.grid_artifacts import grid_artifact_scores
 from strsr.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
@@ -29,8 +29,8 @@ def evaluate(resolver: SuperResolver, suite: MetricSuite, seed: int = 0) -> list
     for name, kind, method, output, hr in held_out_outputs(resolver, seed):
         output = (output * 255).round() / 255  # scored as the 8-bit file strsr-upscale would write
         row = suite.score(output[0], hr[0])
-        row["grid8"] = float(grid_artifact_score(output, 8))
-        row["grid8-gt"] = row["grid8"] - float(grid_artifact_score(hr, 8))
+        score, excess = grid_artifact_scores(output, hr, 8)
+        row["grid8"], row["grid8-gt"] = float(score), float(excess)
         rows.append({"method": f"{method} ({kind})", "image": name, **row})
     return rows
 

@@ -18,10 +18,8 @@ import dataclasses
 import json
 import logging
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -29,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from strsr.bench.report import write_results
+from strsr.bench.timing import measure as measure_call
 from strsr.losses.fdl import FrequencyDistributionLoss
 
 log = logging.getLogger("strsr.bench")
@@ -36,7 +35,7 @@ _KIB = 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchSpec:
+class FdlCpuBenchSpec:
     sizes: tuple[int, ...]
     repeats: int
     num_proj: int
@@ -50,7 +49,7 @@ class BenchSpec:
             raise ValueError("repeats, num_proj, batch and threads must be positive")
 
 
-def measure(size: int, spec: BenchSpec) -> dict:
+def measure(size: int, spec: FdlCpuBenchSpec) -> dict:
     """Time and peak memory of forward+backward at one size; run in a fresh process for a meaningful peak."""
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -60,26 +59,26 @@ def measure(size: int, spec: BenchSpec) -> dict:
     y = torch.rand(spec.batch, 3, size, size, generator=gen) * 2 - 1
     rss_before = psutil.Process().memory_info().rss
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB  # KiB on Linux
-    times = []
-    for i in range(1 + spec.repeats):
+
+    def step():
         x.grad = None
-        start = time.perf_counter()
         loss(x, y).backward()
-        if i:  # the first pass is the warm-up
-            times.append(time.perf_counter() - start)
+
+    timing = measure_call(step, warmup=1, repeats=spec.repeats)
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB
     with FlopCounterMode(display=False) as counter:
         loss(x, y).backward()
-    median = statistics.median(times)
+    median = timing["median_ms"] / 1e3
     flops = counter.get_total_flops()
     return {
-        "size": size, "batch": spec.batch, "num_proj": spec.num_proj, "median_s": median, "min_s": min(times),
-        "runs": len(times), "peak_mib": (maxrss_after - rss_before) / 2**20, "rss_before_mib": rss_before / 2**20,
+        "size": size, "batch": spec.batch, "num_proj": spec.num_proj, "median_s": median,
+        "min_s": timing["min_ms"] / 1e3, "runs": timing["runs"], "peak_mib": (maxrss_after - rss_before) / 2**20,
+        "rss_before_mib": rss_before / 2**20,
         "peak_exceeds_setup": maxrss_after > maxrss_before, "gflop": flops / 1e9, "gflops": flops / 1e9 / median,
     }  # fmt: skip
 
 
-def _spec_args(spec: BenchSpec) -> list[str]:
+def _spec_args(spec: FdlCpuBenchSpec) -> list[str]:
     args = ["--repeats", str(spec.repeats), "--num-proj", str(spec.num_proj), "--batch", str(spec.batch)]
     return args + (["--threads", str(spec.threads)] if spec.threads is not None else [])
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: measure one size, JSON to stdout
     args = p.parse_args(argv)
-    spec = BenchSpec(tuple(args.sizes), args.repeats, args.num_proj, args.batch, args.threads)
+    spec = FdlCpuBenchSpec(tuple(args.sizes), args.repeats, args.num_proj, args.batch, args.threads)
     if args.worker is not None:
         logging.basicConfig(level=logging.ERROR)  # keep the worker's stdout to the one JSON line
         sys.stdout.write(json.dumps(measure(args.worker, spec)) + "\n")

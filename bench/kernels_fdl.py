@@ -39,7 +39,7 @@ GOAL_SIZE, GOAL_SPEEDUP, GOAL_MEMORY = 512, 5.0, 4.0
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchSpec:
+class FdlKernelBenchSpec:
     sizes: tuple[int, ...]
     num_proj: int
     patch_size: int
@@ -88,7 +88,7 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
-def _time_ms(fn, spec: BenchSpec) -> float:
+def _time_ms(fn, spec: FdlKernelBenchSpec) -> float:
     import triton.testing
 
     fn()  # compiles (and autotunes) outside the timing
@@ -96,7 +96,7 @@ def _time_ms(fn, spec: BenchSpec) -> float:
     return triton.testing.do_bench(fn, warmup=spec.warmup_ms, rep=spec.rep_ms, return_mode="median")
 
 
-def measure(name: str, spec_x, spec_y, proj, spec: BenchSpec) -> dict:
+def measure(name: str, spec_x, spec_y, proj, spec: FdlKernelBenchSpec) -> dict:
     """Forward+backward median ms, peak extra MiB and the score of one variant, or its error."""
     fn = VARIANTS[name]
 
@@ -120,7 +120,7 @@ def measure(name: str, spec_x, spec_y, proj, spec: BenchSpec) -> dict:
     return {"median_ms": ms, "peak_mib": peak / 2**20, "score": score}
 
 
-def pieces(spec_x, proj, spec: BenchSpec) -> dict:
+def pieces(spec_x, proj, spec: FdlKernelBenchSpec) -> dict:
     """Median ms of each piece of the Triton path for spec_x (see the module docstring); errors per piece."""
     from strsr.kernels import spectral_sw_triton as st
 
@@ -183,7 +183,7 @@ def pieces(spec_x, proj, spec: BenchSpec) -> dict:
     return out
 
 
-def run(spec: BenchSpec) -> list[dict]:
+def run(spec: FdlKernelBenchSpec) -> list[dict]:
     device = torch.device("cuda")
     gen = torch.Generator(device).manual_seed(0)
     records = []
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench timing window per measurement")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    spec = BenchSpec(tuple(args.sizes), args.num_proj, args.patch_size, args.batch, args.warmup_ms, args.rep_ms)
+    spec = FdlKernelBenchSpec(tuple(args.sizes), args.num_proj, args.patch_size, args.batch, args.warmup_ms,
+                              args.rep_ms)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if not torch.cuda.is_available():
         log.info("FDL kernel benchmark skipped: it needs a CUDA GPU")

@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from strsr.blur_kernels import KERNEL_TYPES, pulse_kernels, random_final_sinc_kernels, random_kernels
+from strsr.imageio import BT601_LUMA
 from strsr.jpeg import jpeg_compress
 
 Size = tuple[int, int]
 INTERP_MODES = ("area", "bilinear", "bicubic")
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL and torchvision convert to grayscale
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def poisson_noise(
     """
     quantised = (images * 255).round().clamp(0, 255) / 255
     color = _shot_noise(quantised, generator)
-    luma = sum(w * images[:, i : i + 1] for i, w in enumerate(_LUMA))  # (B, 1, H, W)
+    luma = sum(w * images[:, i : i + 1] for i, w in enumerate(BT601_LUMA))  # (B, 1, H, W)
     mono = _shot_noise((luma * 255).round().clamp(0, 255) / 255, generator)
     noise = torch.where(gray.to(images.device).view(-1, 1, 1, 1), mono.expand_as(color), color)
     return noise * scale.to(images).view(-1, 1, 1, 1)

@@ -17,7 +17,7 @@ The image's score is the mean over half-overlapping windows. A bin-aligned perio
 peak whatever its position (its phase), so the score is phase-invariant; a broad spectrum gives peak ~ background,
 so clean photographs sit at a floor slightly below 0 dB (about -0.9 to -0.5 dB on scikit-image's photos; smooth
 bicubic upscales about -2 to -1 dB), and a pattern far below what PSNR registers (1/255 in amplitude) already
-moves it by about a dB. Against a ground truth, `grid_artifact_excess` subtracts the GT's own score, which removes
+moves it by about a dB. Against a ground truth, `grid_artifact_scores` subtracts the GT's own score, which removes
 whatever periodic content the scene really has (brick walls, JPEG's 8-px blocks that land on the 16-px lattice).
 
 Works on any device, batched; cheap enough to log during training (see `grid_artifact_score`).
@@ -28,7 +28,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["artifact_period", "grid_artifact_excess", "grid_artifact_score", "window_size"]
+from strsr.imageio import BT601_LUMA
+
+__all__ = ["artifact_period", "grid_artifact_score", "grid_artifact_scores", "window_size"]
 
 PEAK_RADIUS = 1  # 3x3 bins: the main lobe of a Hann-windowed, bin-aligned sinusoid
 RING_RADIUS = 4  # background ring: bins 2..4 away from the peak
@@ -66,7 +68,7 @@ def _luminance(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected (B, 3, H, W), (3, H, W), (B, 1, H, W) or (H, W) images, got {tuple(images.shape)}")
     if x.shape[1] == 1:
         return x[:, 0]
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    weights = torch.tensor(BT601_LUMA, dtype=x.dtype, device=x.device)
     return torch.einsum("bchw,c->bhw", x, weights)
 
 
@@ -112,8 +114,13 @@ def grid_artifact_score(images: torch.Tensor, period: int = 16, periods: int = D
     return ratios.mean(dim=(1, 2))
 
 
-def grid_artifact_excess(pred: torch.Tensor, gt: torch.Tensor, period: int = 16) -> torch.Tensor:
-    """Score of `pred` minus the score of its ground truth `gt` (same shapes): the grid the method added, in dB."""
+def grid_artifact_scores(pred: torch.Tensor, gt: torch.Tensor | None = None,
+                         period: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """(score of `pred`, its excess over the ground truth `gt`'s score, or None without one): the grid the method
+    added, in dB. `gt` must have `pred`'s size."""
+    score = grid_artifact_score(pred, period)
+    if gt is None:
+        return score, None
     if pred.shape[-2:] != gt.shape[-2:]:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in size")
-    return grid_artifact_score(pred, period) - grid_artifact_score(gt, period)
+    return score, score - grid_artifact_score(gt, period)

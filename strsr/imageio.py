@@ -58,6 +58,9 @@ _SUFFIX_ORDER = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(_SUFFIX_ORDER)
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
+# ITU-R BT.601 luma weights, as PIL and torchvision convert colour to grey (and JPEG's Y channel).
+BT601_LUMA = (0.299, 0.587, 0.114)
+
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _EXIF_ORIENTATION = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -410,7 +413,7 @@ def _channels(name: str, rgb: torch.Tensor, alpha: torch.Tensor | None, grayscal
         if torch.equal(colour[0], colour[1]) and torch.equal(colour[0], colour[2]):
             grey = colour[:1]
         else:
-            weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)  # BT.601 luma
+            weights = torch.tensor(BT601_LUMA, dtype=torch.float64).view(3, 1, 1)
             grey = (colour * weights).sum(0, keepdim=True)
         planes[0] = grey
     return torch.cat(planes).clamp(0.0, 1.0).numpy()

@@ -32,6 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from strsr.imageio import BT601_LUMA
+
 # IJG (JPEG Annex K) quantisation tables, in their usual row-major print (rows: vertical frequency).
 _IJG_LUMA = (
     (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
@@ -41,7 +43,7 @@ _IJG_LUMA = (
 _IJG_CHROMA_TOP = ((17, 18, 24, 47), (18, 21, 26, 66), (24, 26, 56, 99), (47, 66, 99, 99))  # the rest is 99
 
 # JFIF colour conversion (ITU-R BT.601, full range), chroma offset 128.
-_RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+_RGB_TO_YCBCR = (BT601_LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 _YCBCR_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
 

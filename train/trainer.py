@@ -361,16 +361,16 @@ class Trainer:
 
     def _log_grid_artifacts(self) -> None:
         """The periodic-artifact score of the last prediction, and its excess over the ground truth's (dB)."""
-        from strsr.grid_artifacts import artifact_period, grid_artifact_score
+        from strsr.grid_artifacts import artifact_period, grid_artifact_scores
 
         period = artifact_period(self.c.generator.preset)
         _, out, gt = (((x.float() + 1) / 2).clamp(0, 1) for x in self._last_images)
         if min(out.shape[-2:]) < 8 * period:  # the score needs 8 periods per side
             return
-        score = grid_artifact_score(out, period)
+        score, excess = grid_artifact_scores(out, gt, period)
         writer = self._ensure_writer()
         writer.add_scalar("monitor/grid", score.mean().item(), self.step)
-        writer.add_scalar("monitor/grid_excess", (score - grid_artifact_score(gt, period)).mean().item(), self.step)
+        writer.add_scalar("monitor/grid_excess", excess.mean().item(), self.step)
 
     def train(self) -> int:
         """Run until `run.max_steps`; returns the final step. Ctrl-C saves a checkpoint and stops cleanly."""

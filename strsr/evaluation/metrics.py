@@ -25,7 +25,7 @@ import torch
 
 from strsr.evaluation.metric_sets import PAPER_METRICS, WEIGHT_FREE_METRICS
 from strsr.evaluation.weights import MissingWeightsError, offline_loading, resolve_weights
-from strsr.grid_artifacts import grid_artifact_score
+from strsr.grid_artifacts import grid_artifact_scores
 
 __all__ = ["PAPER_METRICS", "WEIGHT_FREE_METRICS", "MetricSpec", "MetricSuite", "grid_name", "import_pyiqa", "spec"]
 
@@ -148,9 +148,10 @@ class MetricSuite:
             row[s.name] = float(metric(x, y) if s.full_reference else metric(x))
         grid = grid_name(self.grid_period)
         try:
-            row[grid] = float(grid_artifact_score(x, self.grid_period))
-            if y is not None:
-                row[f"{grid}-gt"] = row[grid] - float(grid_artifact_score(y, self.grid_period))
+            score, excess = grid_artifact_scores(x, y, self.grid_period)
+            row[grid] = float(score)
+            if excess is not None:
+                row[f"{grid}-gt"] = float(excess)
         except ValueError as err:  # an image smaller than the score's window: no value, the rest still count
             log.warning("%s: %s", grid, err)
             row[grid] = float("nan")
