@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -24,9 +25,12 @@ def kernels_main(argv: list[str]) -> int:
     p.add_argument("-o", "--output", type=Path, help="folder for attention.json and fdl.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="FDL input sides")
     args = p.parse_args(argv)
-    attention_args = ["--json", str(args.output / "attention.json")] if args.output else []
-    fdl_args = ["--sizes", *map(str, args.sizes)] + (["--json", str(args.output / "fdl.json")] if args.output else [])
-    return max(kernels_attention.main(attention_args), kernels_fdl.main(fdl_args))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    out = args.output
+    fdl = kernels_fdl.FdlKernelBenchSpec(tuple(args.sizes), num_proj=256, patch_size=5, batch=1, warmup_ms=25,
+                                         rep_ms=100)  # fmt: skip
+    return max(kernels_attention.report(out / "attention.json" if out else None),
+               kernels_fdl.report(fdl, out / "fdl.json" if out else None))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

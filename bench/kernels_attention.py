@@ -138,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench timing window per measurement")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    return report(args.json, tokens=args.tokens, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
+
+
+def report(output: Path | None, **options) -> int:
+    """Run the benchmark (`run`'s options), log the table and the goals, write JSON to `output`."""
     if not torch.cuda.is_available():
         log.info("attention benchmark skipped: it needs a CUDA GPU")
         return 0
-    records = run(tokens=args.tokens, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
+    records = run(**options)
     log.info("%-30s %-8s %9s %9s %12s", "variant", "pass", "ms", "TFLOP/s", "vs math")
     for r in records:
         if "error" in r:
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("goal: %s: %s", g["goal"], verdict)
     import triton
 
-    write_results(args.json, results, gpu=torch.cuda.get_device_name(), triton=triton.__version__)
+    write_results(output, results, gpu=torch.cuda.get_device_name(), triton=triton.__version__)
     return 0
 
 

@@ -269,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = FdlKernelBenchSpec(tuple(args.sizes), args.num_proj, args.patch_size, args.batch, args.warmup_ms,
                               args.rep_ms)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    return report(spec, args.json)
+
+
+def report(spec: FdlKernelBenchSpec, output: Path | None) -> int:
+    """Run the benchmark, log the table and the goals, write JSON to `output`."""
     if not torch.cuda.is_available():
         log.info("FDL kernel benchmark skipped: it needs a CUDA GPU")
         return 0
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     for g in results["goals"]:
         verdict = g.get("why") or f"{g['measured']:.2f}x ({'met' if g['met'] else 'not met'})"
         log.info("goal: %s: %s", g["goal"], verdict)
-    write_results(args.json, results, gpu=torch.cuda.get_device_name(), triton=triton.__version__,
+    write_results(output, results, gpu=torch.cuda.get_device_name(), triton=triton.__version__,
                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)  # fmt: skip
     return 0
 

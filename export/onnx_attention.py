@@ -14,13 +14,11 @@ Only the plain case is rewritten (no mask, no KV cache, not causal, no softcap),
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 MICROSOFT = "com.microsoft"
 
 
-def _heads(model: onnx.ModelProto, name: str) -> int:
+def _heads(model, name: str) -> int:
     values = {v.name: v for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
     if name not in values:
         raise ValueError(f"attention input {name!r} has no recorded shape")
@@ -30,9 +28,12 @@ def _heads(model: onnx.ModelProto, name: str) -> int:
     return dims[1].dim_value
 
 
-def use_onnxruntime_attention(model: onnx.ModelProto) -> int:
-    """Rewrite each plain `Attention` node of `model` (in place) into com.microsoft.MultiHeadAttention; returns how
-    many were rewritten. Raises ValueError for an Attention node it cannot rewrite (a mask, a cache, causal)."""
+def use_onnxruntime_attention(model) -> int:
+    """Rewrite each plain `Attention` node of the onnx.ModelProto `model` (in place) into
+    com.microsoft.MultiHeadAttention; returns how many were rewritten. Raises ValueError for an Attention node it
+    cannot rewrite (a mask, a cache, causal)."""
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     to_bsd = numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "strsr_attention_bsd")
     nodes, count = [], 0

@@ -37,8 +37,14 @@ class OnnxGenerator:
 
     def _session(self, ort, stage: str, providers: list[str]):
         path = inside(self.engine_dir, self.manifest["graphs"][stage]["file"], f"graph {stage!r}")
+        options = ort.SessionOptions()
+        if providers == ["CPUExecutionProvider"]:
+            # On the CPU the arena and memory patterns make each stage allocate its working set again from the
+            # second tile on (measured: 523 MiB after one tile, 1003 MiB after three); without them it stays flat.
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = False
         try:
-            return ort.InferenceSession(str(path), providers=providers)
+            return ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as err:  # ONNX Runtime raises its own types for corrupt or foreign graphs
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ManifestError(f"{path}: ONNX Runtime cannot load this graph ({first})") from None

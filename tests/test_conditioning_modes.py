@@ -169,3 +169,22 @@ def test_convert_cli_round_trips_the_official_layout(tiny_vlm_dir, randomise_lor
     code = convert_main(["to-strsr", str(official), "-o", str(tmp_path / "x.safetensors"), "--preset", "tiny", *width])
     assert code == 2
     assert "projector.pth" in caplog.text and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_eval_lr_upscales_and_scores_in_each_mode(mode, mode_flags, tmp_path, capsys):
+    """strsr-eval --lr takes the same model options as strsr-upscale, every conditioning mode included, and its
+    outputs are strsr-upscale's."""
+    from strsr.evaluation.cli import main as eval_main
+
+    lr, gt, out = tmp_path / "lr", tmp_path / "gt", tmp_path / "out"
+    lr.mkdir(), gt.mkdir()
+    _lr_photo(lr / "c.png", 16)
+    Image.fromarray(data.coffee()[100:164, 200:264]).save(gt / "c.png")
+    flags = [*mode_flags[mode], *(["--random-weights"] if mode != "none" else [])]
+    code = eval_main(["--lr", str(lr), "--pred", str(out), "--gt", str(gt), "--metrics", "psnr", "--quiet", *flags])
+    assert code == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:2] == ["out", "1"] and 5 < float(row[2]) < 60
+    assert upscale_main([str(lr / "c.png"), "-o", str(tmp_path / "upscaled"), "--quiet", *flags]) == 0
+    assert Image.open(out / "c.png").tobytes() == Image.open(tmp_path / "upscaled" / "c.png").tobytes()

@@ -4,7 +4,6 @@ backend of strsr-upscale against the PyTorch one on a real photo, and clear erro
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +15,8 @@ from strsr.export.onnx_export import check_parity, graph_specs
 from strsr.manifest import ManifestError, check_manifest
 from strsr.pipeline import SuperResolver
 from strsr.spec import ModelSpec
+
+onnx = pytest.importorskip("onnx", reason="strsr-export needs the export extra (onnx, onnxruntime)")
 
 pytestmark = pytest.mark.slow
 
@@ -179,6 +180,7 @@ def _dequantized_matmuls(graph) -> set[str]:
 
 
 def test_fp8_export_quantises_the_blocks_and_keeps_embedders_and_modulation(exported, tmp_path):
+    pytest.importorskip("modelopt.onnx.quantization", reason="--precision fp8 needs the fp8 extra (NVIDIA ModelOpt)")
     from strsr.export.fp8 import high_precision_nodes
 
     out = tmp_path / "fp8"
