@@ -16,10 +16,10 @@ import torch
 
 from strsr.bench.report import write_results
 from strsr.bench.tiny_eval import held_out_outputs
+from strsr.evaluation.grid_artifacts import grid_artifact_scores
 from strsr.evaluation.metrics import WEIGHT_FREE_METRICS, MetricSuite
 from strsr.evaluation.report import format_table, means
-from strsr.grid_artifacts import grid_artifact_scores
-from strsr.pipeline import SuperResolver
+from strsr.inference.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
 

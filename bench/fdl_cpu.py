@@ -49,7 +49,7 @@ class FdlCpuBenchSpec:
             raise ValueError("repeats, num_proj, batch and threads must be positive")
 
 
-def measure(size: int, spec: FdlCpuBenchSpec) -> dict:
+def measure_size(size: int, spec: FdlCpuBenchSpec) -> dict:
     """Time and peak memory of forward+backward at one size; run in a fresh process for a meaningful peak."""
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = FdlCpuBenchSpec(tuple(args.sizes), args.repeats, args.num_proj, args.batch, args.threads)
     if args.worker is not None:
         logging.basicConfig(level=logging.ERROR)  # keep the worker's stdout to the one JSON line
-        sys.stdout.write(json.dumps(measure(args.worker, spec)) + "\n")
+        sys.stdout.write(json.dumps(measure_size(args.worker, spec)) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     records = []

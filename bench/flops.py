@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from strsr.autoencoders import decode_image, encode_latent
+from strsr.model.autoencoders import decode_image, encode_latent
 from strsr.presets import Preset
 
 # Z-Image pads the image and the caption sequence each to a multiple of this, with copies of a learned pad token

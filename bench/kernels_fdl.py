@@ -96,7 +96,7 @@ def _time_ms(fn, spec: FdlKernelBenchSpec) -> float:
     return triton.testing.do_bench(fn, warmup=spec.warmup_ms, rep=spec.rep_ms, return_mode="median")
 
 
-def measure(name: str, spec_x, spec_y, proj, spec: FdlKernelBenchSpec) -> dict:
+def measure_variant(name: str, spec_x, spec_y, proj, spec: FdlKernelBenchSpec) -> dict:
     """Forward+backward median ms, peak extra MiB and the score of one variant, or its error."""
     fn = VARIANTS[name]
 
@@ -205,7 +205,7 @@ def run(spec: FdlKernelBenchSpec) -> list[dict]:
             flops = projection_flops(spec.batch, channels, side, spec.num_proj, spec.patch_size)
             scores = {}
             for name in VARIANTS:
-                result = measure(name, spec_x, spec_y, proj, spec)
+                result = measure_variant(name, spec_x, spec_y, proj, spec)
                 scores[name] = result.pop("score", None)
                 if "median_ms" in result:
                     result["proj_tflops"] = flops / (result["median_ms"] / 1e3) / 1e12

@@ -128,8 +128,8 @@ def run(spec: PipelineBenchSpec) -> dict:
     from strsr.bench import references
     from strsr.bench.runtimes import Inputs
     from strsr.bench.timing import measure
-    from strsr.lora import merge_lora
-    from strsr.pipeline import SuperResolver
+    from strsr.inference.pipeline import SuperResolver
+    from strsr.model.lora import merge_lora
 
     resolver = SuperResolver.from_spec(spec.model, tile=spec.tile)
     # deployments run the LoRA folded in (as strsr-export does); an unmerged rank-256 adapter adds ~17% to the DiT
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     failed = [r for r in report["results"] if r["status"] == "failed"]
     if spec.output:
-        from strsr.atomic import write_json
         from strsr.bench.report import environment
+        from strsr.io.atomic import write_json
 
         write_json(spec.output, {"env": environment(), **report})
     if spec.plot:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from strsr.atomic import write_json as atomic_write_json
+from strsr.io.atomic import write_json as atomic_write_json
 
 
 def environment(**extra) -> dict:

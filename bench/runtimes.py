@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from strsr.generator import Generator
-from strsr.pipeline import SuperResolver
+from strsr.inference.pipeline import SuperResolver
+from strsr.inference.runtime import Generator
 from strsr.spec import ModelSpec
 
 RUNTIMES = ("eager", "compile", "onnx", "trt-fp16", "trt-fp8")
@@ -135,9 +135,9 @@ def trt_stages(runtime: str, engine_dir: Path | None, spec: ModelSpec, resolver:
 
 def exported_for_bench(spec: ModelSpec, tile: int) -> Path:
     """An ONNX export made for this run (in a temporary folder) when no --engines onnx=DIR is given."""
-    from strsr.cli import sample_image
     from strsr.export.cli import ExportSpec
     from strsr.export.exporter import export
+    from strsr.inference.cli import sample_image
 
     out = Path(tempfile.mkdtemp(prefix="strsr-bench-onnx-"))
     export(ExportSpec(spec.replace(device="cpu"), out, "fp32", tile, trt=False, force=False,

@@ -30,7 +30,7 @@ def _run(argv: list[str]) -> tuple[float, float]:
     return seconds, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def measure(argv: list[str], repeats: int) -> dict:
+def time_command(argv: list[str], repeats: int) -> dict:
     runs = [_run(argv) for _ in range(repeats)]
     return {"median_s": statistics.median(s for s, _ in runs), "min_s": min(s for s, _ in runs),
             "peak_rss_mib_so_far": max(m for _, m in runs)}  # fmt: skip
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         if path is None:
             records.append({"command": command, "error": "not on PATH (pip install -e .)"})
             continue
-        records.append({"command": f"{command} --help", **measure([path, "--help"], args.repeats)})
+        records.append({"command": f"{command} --help", **time_command([path, "--help"], args.repeats)})
     records.append({"command": "python -c 'import torch'",
-                    **measure([sys.executable, "-c", "import torch"], args.repeats)})  # fmt: skip
+                    **time_command([sys.executable, "-c", "import torch"], args.repeats)})  # fmt: skip
     for r in records:
         log.info("%-32s %s", r["command"], r.get("error") or f"{r['median_s']:.3f} s (min {r['min_s']:.3f} s)")
     from strsr.bench.report import write_results

@@ -18,8 +18,9 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from strsr.bench.report import write_results
-from strsr.degradation import DegradationConfig, RealESRGANDegradation
-from strsr.pipeline import SuperResolver
+from strsr.degradation.config import DegradationConfig
+from strsr.degradation.realesrgan import RealESRGANDegradation
+from strsr.inference.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
 

@@ -14,7 +14,7 @@ import torch
 
 from strsr.bench.report import write_results
 from strsr.bench.timing import measure
-from strsr.pipeline import SuperResolver
+from strsr.inference.pipeline import SuperResolver
 
 log = logging.getLogger("strsr.bench")
 

@@ -35,7 +35,8 @@ def run_one(width: int, height: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="strsr-memory-") as folder:
         source = Path(folder) / "in.png"
         make_input(source, width, height)
-        command = [sys.executable, "-m", "strsr.cli", str(source), "-o", str(Path(folder) / "out"), "--quiet", *extra]
+        command = [sys.executable, "-m", "strsr.inference.cli", str(source), "-o", str(Path(folder) / "out"),
+                   "--quiet", *extra]  # fmt: skip
         start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start

@@ -71,8 +71,8 @@ def parse(argv: list[str] | None) -> ExportSpec:
         model = ModelSpec.from_args(a, precision="fp32")  # the graphs' --precision sets the model's at export
     except ValueError as err:
         p.error(str(err))
-    from strsr.cli import sample_image
-    from strsr.imageio import ImageError, find_images
+    from strsr.inference.cli import sample_image
+    from strsr.io.images import ImageError, find_images
 
     try:
         calibration = tuple(find_images(a.calibration)) if a.calibration else (sample_image(),)
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     # the exporter's libraries log at INFO on the root logger: keep the terminal to strsr's own lines
     logging.basicConfig(level=logging.WARNING, format="strsr-export: %(message)s", stream=sys.stderr)
     logging.getLogger("strsr").setLevel(logging.INFO)
-    from strsr.checkpoint import CheckpointError
     from strsr.export.exporter import export, require_tensorrt
+    from strsr.model.checkpoint import CheckpointError
 
     if spec.trt:
         require_tensorrt()

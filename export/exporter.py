@@ -12,9 +12,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from strsr.atomic import atomic_write
-from strsr.build import build_generator
-from strsr.conditioning import NullConditioning
 from strsr.export.cli import ExportSpec
 from strsr.export.onnx_export import (
     OPSET,
@@ -24,9 +21,7 @@ from strsr.export.onnx_export import (
     graph_specs,
     tile_input_shapes,
 )
-from strsr.imageio import load_image
-from strsr.lora import merge_lora
-from strsr.manifest import (
+from strsr.inference.manifest import (
     FORMAT,
     file_record,
     inside,
@@ -37,6 +32,11 @@ from strsr.manifest import (
     weights_hash,
     write_manifest,
 )
+from strsr.io.atomic import atomic_write
+from strsr.io.images import load_image
+from strsr.model.build import build_generator
+from strsr.model.conditioning import NullConditioning
+from strsr.model.lora import merge_lora
 
 log = logging.getLogger("strsr.export")
 
@@ -173,8 +173,8 @@ def _build_engines(model, spec: ExportSpec, manifest: dict, condition_tokens: in
     import tensorrt as trt
 
     from strsr.export.tensorrt import build_engines
-    from strsr.manifest import ManifestError
-    from strsr.trt_backend import check_engine_host, gpu_identity
+    from strsr.inference.manifest import ManifestError
+    from strsr.inference.tensorrt_runtime import check_engine_host, gpu_identity
 
     section = manifest.get("tensorrt")
     try:

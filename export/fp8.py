@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from strsr.export.onnx_export import publish_staged, uses_external_data
-from strsr.imageio import load_image
-from strsr.model import StrSRGenerator
+from strsr.io.images import load_image
+from strsr.model.generator import StrSRGenerator
 
 log = logging.getLogger("strsr.export")
 

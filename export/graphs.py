@@ -6,7 +6,7 @@
     vae_decoder:  state -> image (B, 3, H, W), nominally in [-1, 1]
     projector:    VLM features (B, L, W) -> condition tokens (B, L, D)   (VLM conditioning only)
 
-The state is the spatial tensor the Euler step acts on (`strsr.latents`); FLUX.2's packed tokens are its row-major
+The state is the spatial tensor the Euler step acts on (`strsr.model.latents`); FLUX.2's packed tokens are its row-major
 flattening, done inside the DiT graph. Attention is always the PyTorch reference path here, never a Triton op.
 """
 
@@ -20,8 +20,8 @@ from diffusers.models.transformers.transformer_flux2 import Flux2PosEmbed
 from diffusers.models.transformers.transformer_z_image import ZImageTransformer2DModel
 from torch import nn
 
-from strsr.backbones import Condition
-from strsr.model import StrSRGenerator
+from strsr.model.backbones import Condition
+from strsr.model.generator import StrSRGenerator
 
 
 class VaeEncoderGraph(nn.Module):
@@ -98,7 +98,7 @@ class RealZImageRope:
 def exportable(model: StrSRGenerator):
     """While exporting: FLUX.2's float64 RoPE becomes float32 (TensorRT rejects float64); Z-Image's complex RoPE
     becomes real (cos, sin) pairs, with attention processors that rotate in real arithmetic. Restored after."""
-    from strsr.attention_processors import set_attention_backend
+    from strsr.model.attention_processors import set_attention_backend
 
     transformer = model.diffusers_transformer
     if isinstance(transformer, ZImageTransformer2DModel):

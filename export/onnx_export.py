@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strsr.atomic import atomic_write
 from strsr.export.cli import ATTENTION_OPS
 from strsr.export.graphs import DitOneStepGraph, ProjectorGraph, VaeDecoderGraph, VaeEncoderGraph, exportable
 from strsr.export.onnx_attention import use_onnxruntime_attention
-from strsr.model import StrSRGenerator
+from strsr.io.atomic import atomic_write
+from strsr.model.generator import StrSRGenerator
 
 log = logging.getLogger("strsr.export")
 

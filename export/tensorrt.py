@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from strsr.atomic import atomic_write
-from strsr.trt_backend import gpu_identity
+from strsr.inference.tensorrt_runtime import gpu_identity
+from strsr.io.atomic import atomic_write
 
 log = logging.getLogger("strsr.export")
 

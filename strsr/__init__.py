@@ -1,4 +1,11 @@
-"""strsr: one-step diffusion-transformer x4 super-resolution (StrSR) on diffusers backbones."""
+"""strsr: one-step diffusion-transformer x4 super-resolution (StrSR) on diffusers backbones.
+
+Layout (dependencies run one way, top to bottom): `spec` and `presets` (plain data, no torch) <- `io` (images,
+output names, atomic writes) <- `model` (the generator and its parts, checkpoints, `build_generator`) <- `inference`
+(tiling, `SuperResolver`, the ONNX Runtime and TensorRT runtimes, strsr-upscale) <- `evaluation`, and the training
+side: `degradation`, `losses`, then `strsr.train`; `strsr.export` and `strsr.bench` sit on top; `strsr.kernels` needs
+only torch and triton.
+"""
 
 from importlib import import_module
 
@@ -6,9 +13,10 @@ __version__ = "0.1.0"
 
 # Public names resolve lazily, so `import strsr` stays cheap (no diffusers/transformers import until used).
 _EXPORTS = {
-    "SuperResolver": "strsr.pipeline",
-    "StrSRGenerator": "strsr.model",
-    "build_generator": "strsr.build",
+    "SuperResolver": "strsr.inference.pipeline",
+    "StrSRGenerator": "strsr.model.generator",
+    "build_generator": "strsr.model.build",
+    "ModelSpec": "strsr.spec",
     "get_preset": "strsr.presets",
     "PRESETS": "strsr.presets",
 }

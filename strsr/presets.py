@@ -1,6 +1,6 @@
 """Named model presets: which diffusers classes, configs and latent conventions each StrSR backbone uses.
 
-A preset is pure data; `strsr.backbones` turns it into modules. The full presets reproduce the architectures that
+A preset is pure data; `strsr.model.backbones` turns it into modules. The full presets reproduce the architectures that
 the official StrSR checkpoints were trained on (FLUX.2-klein-base-4B and Z-Image-Turbo), so a LoRA or a
 checkpoint saved for one preset only loads into the same preset.
 """

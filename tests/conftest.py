@@ -33,8 +33,8 @@ from transformers import (  # noqa: E402
     Qwen3VLVideoProcessor,
 )
 
+from strsr.model.vlm import DEFAULT_VLM_PROMPT  # noqa: E402
 from strsr.presets import TINY, TINY_ZIMAGE, LatentSpec, Preset  # noqa: E402
-from strsr.vlm import DEFAULT_VLM_PROMPT  # noqa: E402
 
 TINY_VAE_CONFIG = dict(
     block_out_channels=(32, 32),

@@ -165,8 +165,8 @@ def test_fused_norm_rope_prologue(kernel_device, shape, split):
 
 
 def test_flux2_dit_with_kernel_attention_equals_sdpa(kernel_device):
-    from strsr.attention_processors import set_attention_backend
-    from strsr.build import build_generator
+    from strsr.model.attention_processors import set_attention_backend
+    from strsr.model.build import build_generator
 
     spec = ModelSpec(preset="tiny", lora_rank=0, device=str(kernel_device), attention="triton-fused",
                      random_weights=True)
@@ -191,8 +191,8 @@ def test_flux2_dit_with_kernel_attention_equals_sdpa(kernel_device):
 
 
 def test_zimage_dit_with_kernel_attention_equals_sdpa(kernel_device):
-    from strsr.backbones import Condition
-    from strsr.build import build_generator
+    from strsr.model.backbones import Condition
+    from strsr.model.build import build_generator
 
     state = torch.randn(2, 48, 6, 4, generator=torch.Generator().manual_seed(0)).to(kernel_device)
     tokens = torch.randn(2, 40, 64, generator=torch.Generator().manual_seed(1)).to(kernel_device)

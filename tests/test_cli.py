@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from strsr.build import build_generator
-from strsr.checkpoint import save_generator
-from strsr.cli import main, sample_image
-from strsr.imageio import load_image
-from strsr.outputs import plan_outputs
-from strsr.pipeline import SuperResolver
+from strsr.inference.cli import main, sample_image
+from strsr.inference.pipeline import SuperResolver
+from strsr.io.images import load_image
+from strsr.io.outputs import plan_outputs
+from strsr.model.build import build_generator
+from strsr.model.checkpoint import save_generator
 from strsr.spec import ModelSpec
 
 
@@ -163,7 +163,7 @@ def test_torchrun_two_processes_share_the_work(inputs, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     result = subprocess.run(
-        [torchrun, "--nproc_per_node=2", "--no-python", sys.executable, "-m", "strsr.cli", str(inputs), "-o",
+        [torchrun, "--nproc_per_node=2", "--no-python", sys.executable, "-m", "strsr.inference.cli", str(inputs), "-o",
          str(out), "--quiet"],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
-from strsr.build import build_generator
-from strsr.conditioning import encode_prompt_flux2, encode_prompt_zimage
+from strsr.model.build import build_generator
+from strsr.model.conditioning import encode_prompt_flux2, encode_prompt_zimage
 from strsr.spec import ModelSpec
 
 

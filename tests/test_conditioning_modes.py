@@ -9,11 +9,11 @@ from PIL import Image
 from skimage import data
 
 from strsr.bench.cli import main as bench_main
-from strsr.build import build_generator
-from strsr.cli import main as upscale_main
 from strsr.export.cli import main as export_main
-from strsr.official_checkpoint import save_official_checkpoint
-from strsr.pipeline import SuperResolver
+from strsr.inference.cli import main as upscale_main
+from strsr.inference.pipeline import SuperResolver
+from strsr.model.build import build_generator
+from strsr.model.official_checkpoint import save_official_checkpoint
 from strsr.spec import ModelSpec
 from strsr.train.config import from_dict
 from strsr.train.trainer import Trainer
@@ -148,7 +148,7 @@ def test_official_checkpoint_folder_loads_by_detection(tiny_vlm_dir, randomise_l
 
 
 def test_convert_cli_round_trips_the_official_layout(tiny_vlm_dir, randomise_lora, tmp_path, caplog):
-    from strsr.convert_cli import main as convert_main
+    from strsr.model.convert_cli import main as convert_main
 
     spec = ModelSpec(preset="tiny", conditioning="vlm", vlm=tiny_vlm_dir, lora_rank=8, seed=1, random_weights=True)
     model = build_generator(spec)

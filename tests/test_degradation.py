@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strsr.blur_kernels import (
+from strsr.degradation.blur_kernels import (
     gaussian_kernels,
     generalized_gaussian_kernels,
     plateau_kernels,
@@ -20,7 +20,8 @@ from strsr.blur_kernels import (
     random_kernels,
     sinc_kernels,
 )
-from strsr.degradation import (
+from strsr.degradation.jpeg import jpeg_compress, quality_factor
+from strsr.degradation.realesrgan import (
     DegradationConfig,
     DegradedPair,
     PairQueue,
@@ -36,7 +37,6 @@ from strsr.degradation import (
     upsample_lr,
     usm_sharpen,
 )
-from strsr.jpeg import jpeg_compress, quality_factor
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 

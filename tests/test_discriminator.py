@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strsr.discriminator import TINY_CLIP_CONFIG, BinomialBlur, PatchHead, build_discriminator
+from strsr.losses.discriminator import TINY_CLIP_CONFIG, BinomialBlur, PatchHead, build_discriminator
 from strsr.losses.gan import ragan_d_loss, ragan_g_loss
 from strsr.spec import MissingWeightsError
 

@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
-from strsr.imageio import load_image, save_image
+from strsr.io.images import load_image, save_image
 
 pyiqa = pytest.importorskip("pyiqa", reason="strsr-eval needs the eval extra (pyiqa)")
 
 from strsr.evaluation.cli import main  # noqa: E402
+from strsr.evaluation.grid_artifacts import grid_artifact_score  # noqa: E402
 from strsr.evaluation.metrics import MetricSuite  # noqa: E402
 from strsr.evaluation.pairing import PairingError, pair_folders  # noqa: E402
 from strsr.evaluation.weights import MissingWeightsError, offline_loading, required_files, resolve_weights  # noqa: E402
-from strsr.grid_artifacts import grid_artifact_score  # noqa: E402
 
 SIDE = 160  # >= 128 px so the grid score has a window; small so every metric is quick
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from strsr.cli import main as upscale_main
 from strsr.export.cli import main as export_main
 from strsr.export.onnx_export import check_parity, graph_specs
-from strsr.manifest import ManifestError, check_manifest
-from strsr.pipeline import SuperResolver
+from strsr.inference.cli import main as upscale_main
+from strsr.inference.manifest import ManifestError, check_manifest
+from strsr.inference.pipeline import SuperResolver
 from strsr.spec import ModelSpec
 
 onnx = pytest.importorskip("onnx", reason="strsr-export needs the export extra (onnx, onnxruntime)")
@@ -114,8 +114,8 @@ def test_mismatched_manifest_and_missing_tensorrt_are_clear(exported, tmp_path, 
 
 
 def test_merged_export_weights_reproduce_the_lora_model(randomise_lora):
-    from strsr.build import build_generator
-    from strsr.lora import merge_lora
+    from strsr.model.build import build_generator
+    from strsr.model.lora import merge_lora
 
     model = build_generator(ModelSpec(preset="tiny", seed=3, random_weights=True))
     randomise_lora(model.transformer, seed=4)
@@ -222,11 +222,11 @@ def test_sampling_encoder_graph_takes_the_posterior_noise(tmp_path, flux2_kl_pre
     the same noise from the same seeded generator, at a size other than the traced one."""
     import onnxruntime as ort
 
-    from strsr.backbones import build_transformer
-    from strsr.conditioning import NullConditioning
     from strsr.export.onnx_export import export_graph
-    from strsr.latents import LatentCodec
-    from strsr.model import StrSRGenerator
+    from strsr.model.backbones import build_transformer
+    from strsr.model.conditioning import NullConditioning
+    from strsr.model.generator import StrSRGenerator
+    from strsr.model.latents import LatentCodec
 
     preset = flux2_kl_preset
     model = StrSRGenerator(preset, build_transformer(preset, seed=0), tiny_flux2_vae,

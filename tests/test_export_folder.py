@@ -12,10 +12,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from strsr.cli import main as upscale_main
 from strsr.export.cli import main as export_main
-from strsr.manifest import ManifestError, check_manifest, file_record, inside, is_current
-from strsr.onnx_backend import OnnxGenerator
+from strsr.inference.cli import main as upscale_main
+from strsr.inference.manifest import ManifestError, check_manifest, file_record, inside, is_current
+from strsr.inference.onnx_runtime import OnnxGenerator
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import dataclasses
 import pytest
 import torch
 
-from strsr.autoencoders import decode_image, encode_latent
-from strsr.backbones import Condition, build_autoencoder, build_transformer, predict_velocity
 from strsr.bench.flops import dit_flops, flop_counter_flops, image_tokens, vae_flops
+from strsr.model.autoencoders import decode_image, encode_latent
+from strsr.model.backbones import Condition, build_autoencoder, build_transformer, predict_velocity
 from strsr.presets import get_preset
 
 # (preset, text tokens): FLUX.2 feeds its padded 512-token prompt unmasked; Z-Image drops masked tokens and pads

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
-from strsr.grid_artifacts import artifact_period, grid_artifact_score, grid_artifact_scores, window_size
+from strsr.evaluation.grid_artifacts import artifact_period, grid_artifact_score, grid_artifact_scores, window_size
 from strsr.presets import FLUX2_KLEIN_4B, TINY, ZIMAGE_TURBO
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket")

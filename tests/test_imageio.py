@@ -1,4 +1,4 @@
-"""Tests for strsr.imageio: round trips, modes, 16-bit, EXIF orientation, bad inputs, find_images.
+"""Tests for strsr.io.images: round trips, modes, 16-bit, EXIF orientation, bad inputs, find_images.
 
 References are numpy arrays of what was written (or of what a format is specified to hold), never
 the loader's own output. Photos are small crops of skimage.data so the file runs in a few seconds.
@@ -17,7 +17,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from strsr.imageio import (
+from strsr.io.images import (
     IMAGE_SUFFIXES,
     ImageError,
     ImageReadError,
@@ -284,7 +284,7 @@ def test_16bit_tiff_orientation_from_its_tag(tmp_path, ramp16):
 def test_16bit_colour_tiff_without_tifffile_reads_8bit_with_warning(tmp_path, ramp16, monkeypatch, caplog):
     tifffile.imwrite(tmp_path / "c16.tif", ramp16[..., :3], photometric="rgb")
     monkeypatch.setitem(sys.modules, "tifffile", None)  # makes `import tifffile` raise ImportError
-    with caplog.at_level(logging.WARNING, logger="strsr.imageio"):
+    with caplog.at_level(logging.WARNING, logger="strsr.io.images"):
         loaded = load_image(tmp_path / "c16.tif")
     assert "reading 8-bit" in caplog.text and loaded.bit_depth == 8
     # Pillow keeps the high byte of each 16-bit sample.
@@ -323,7 +323,7 @@ def test_save_16bit_grey_alpha_tiff_reloads(tmp_path, ramp16):
 
 @pytest.mark.parametrize("channels", [2, 3, 4])
 def test_16bit_colour_and_grey_alpha_png_round_trip_exactly(tmp_path, ramp16, channels):
-    from strsr.imageio import write_samples
+    from strsr.io.images import write_samples
 
     samples = ramp16[..., :channels] if channels > 2 else ramp16[..., ::3][..., :2]
     write_samples(tmp_path / "c16.png", np.ascontiguousarray(samples))

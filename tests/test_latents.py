@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline as Klein
 
-from strsr.autoencoders import PixelShuffleAutoencoder
-from strsr.latents import (
+from strsr.model.autoencoders import PixelShuffleAutoencoder
+from strsr.model.latents import (
     LatentCodec,
     flux2_image_ids,
     flux2_text_ids,

@@ -5,9 +5,9 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from strsr.backbones import build_transformer
-from strsr.build import build_generator
-from strsr.lora import lora_rank_of, merge_lora, resolve_lora_targets
+from strsr.model.backbones import build_transformer
+from strsr.model.build import build_generator
+from strsr.model.lora import lora_rank_of, merge_lora, resolve_lora_targets
 from strsr.presets import get_preset
 from strsr.spec import ModelSpec
 

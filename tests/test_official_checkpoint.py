@@ -11,13 +11,13 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from torch import nn
 
-from strsr.adapter import VLMConditioning, adapter_for
-from strsr.backbones import Condition, build_autoencoder, build_transformer, predict_velocity
-from strsr.checkpoint import CheckpointError, load_generator, save_generator
-from strsr.conditioning import NullConditioning
-from strsr.lora import add_lora
-from strsr.model import StrSRGenerator
-from strsr.official_checkpoint import (
+from strsr.model.adapter import VLMConditioning, adapter_for
+from strsr.model.backbones import Condition, build_autoencoder, build_transformer, predict_velocity
+from strsr.model.checkpoint import CheckpointError, load_generator, save_generator
+from strsr.model.conditioning import NullConditioning
+from strsr.model.generator import StrSRGenerator
+from strsr.model.lora import add_lora
+from strsr.model.official_checkpoint import (
     is_official_checkpoint,
     load_official_checkpoint,
     official_layout,
@@ -32,7 +32,7 @@ VLM_WIDTH = 24  # a tiny VLM's text width
 
 
 def _official_model(preset, rank, seed=0):
-    """The official training's wrapping, written independently of strsr.lora: peft on every target Linear."""
+    """The official training's wrapping, written independently of strsr.model.lora: peft on every target Linear."""
     transformer = build_transformer(preset, seed=0)
     targets = [
         name

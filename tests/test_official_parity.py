@@ -19,15 +19,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from strsr.adapter import VLMConditioning, adapter_for
-from strsr.backbones import build_transformer
-from strsr.conditioning import NullConditioning
-from strsr.imageio import image_from_pil
-from strsr.lora import add_lora
-from strsr.model import StrSRGenerator
-from strsr.pipeline import SuperResolver
-from strsr.tiling import feather_weights, plan_tiles
-from strsr.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
+from strsr.inference.pipeline import SuperResolver
+from strsr.inference.tiling import feather_weights, plan_tiles
+from strsr.io.images import image_from_pil
+from strsr.model.adapter import VLMConditioning, adapter_for
+from strsr.model.backbones import build_transformer
+from strsr.model.conditioning import NullConditioning
+from strsr.model.generator import StrSRGenerator
+from strsr.model.lora import add_lora
+from strsr.model.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 
 TILE, OVERLAP = 48, 12  # output pixels; with the LR below: 3 x 4 tiles, the last ones shifted back to the edge
 

@@ -3,10 +3,10 @@
 import torch
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline as Klein
 
-from strsr.backbones import Condition, build_transformer
-from strsr.build import build_generator
-from strsr.conditioning import NullConditioning
-from strsr.model import StrSRGenerator
+from strsr.model.backbones import Condition, build_transformer
+from strsr.model.build import build_generator
+from strsr.model.conditioning import NullConditioning
+from strsr.model.generator import StrSRGenerator
 from strsr.spec import ModelSpec
 
 T1 = 0.8

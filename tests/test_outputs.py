@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from strsr.outputs import plan_outputs
+from strsr.io.outputs import plan_outputs
 
 
 def _touch(path):

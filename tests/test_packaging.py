@@ -32,9 +32,10 @@ def test_wheel_contains_every_subpackage_and_data_file(tmp_path):
     assert top_level == {"strsr"}  # kernels/, export/, train/, bench/ ship only inside the namespace
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for script in ("strsr-upscale = strsr.cli:main", "strsr-train = strsr.train.cli:main",
+    for script in ("strsr-upscale = strsr.inference.cli:main", "strsr-train = strsr.train.cli:main",
                    "strsr-export = strsr.export.cli:main", "strsr-bench = strsr.bench.cli:main",
-                   "strsr-convert = strsr.convert_cli:main", "strsr-eval = strsr.evaluation.cli:main"):  # fmt: skip
+                   "strsr-convert = strsr.model.convert_cli:main",
+                   "strsr-eval = strsr.evaluation.cli:main"):  # fmt: skip
         assert script in scripts
 
 

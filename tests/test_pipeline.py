@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data
 
-from strsr.pipeline import SuperResolver, padded_source, upsampled_tile
-from strsr.tiling import plan_tiles
+from strsr.inference.pipeline import SuperResolver, padded_source, upsampled_tile
+from strsr.inference.tiling import plan_tiles
 
 OVERLAP = 16
 
@@ -122,7 +122,7 @@ def test_tiny_inputs_are_padded_and_cropped():
 
 def test_upscale_image_writes_the_blend_row_block_by_row_block():
     """Samples quantised band by band (several tile rows, grey, alpha, 16-bit) equal quantising the whole blend."""
-    from strsr.imageio import LoadedImage, quantize
+    from strsr.io.images import LoadedImage, quantize
 
     resolver = SuperResolver.from_preset("tiny", tile=32, overlap=8)
     lr = _photo(30, 20)[0]  # 120 x 80 output: 5 tile rows
@@ -140,8 +140,8 @@ def test_upscale_image_writes_the_blend_row_block_by_row_block():
 
 
 def test_too_large_and_non_finite_inputs_are_refused(tmp_path, monkeypatch):
-    import strsr.pipeline as pipeline
-    from strsr.imageio import ImageReadError, load_image
+    import strsr.inference.pipeline as pipeline
+    from strsr.io.images import ImageReadError, load_image
 
     resolver = _resolver(1024)
     monkeypatch.setattr(pipeline, "MAX_OUTPUT_PIXELS", 64 * 64)

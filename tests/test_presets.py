@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import Flux2Transformer2DModel, ZImageTransformer2DModel
 
-from strsr.backbones import build_transformer
-from strsr.lora import resolve_lora_targets
+from strsr.model.backbones import build_transformer
+from strsr.model.lora import resolve_lora_targets
 from strsr.presets import PRESETS, get_preset
 
 
@@ -67,7 +67,7 @@ def test_every_preset_is_consistent(name):
 def test_full_preset_autoencoders_for_random_weights():
     from diffusers import AutoencoderKL, AutoencoderKLFlux2
 
-    from strsr.backbones import build_autoencoder
+    from strsr.model.backbones import build_autoencoder
 
     flux_vae = build_autoencoder(get_preset("flux2-klein-4b"), device="meta")
     assert isinstance(flux_vae, AutoencoderKLFlux2)

@@ -10,13 +10,13 @@ import torch
 
 from strsr.bench.pipeline_bench import build_parser as bench_parser
 from strsr.bench.pipeline_bench import parse as bench_parse
-from strsr.build import build_generator
-from strsr.cli import build_parser as upscale_parser
-from strsr.convert_cli import build_parser as convert_parser
 from strsr.evaluation.cli import build_parser as eval_parser
 from strsr.evaluation.cli import validate as eval_validate
 from strsr.export.cli import build_parser as export_parser
 from strsr.export.cli import parse as export_parse
+from strsr.inference.cli import build_parser as upscale_parser
+from strsr.model.build import build_generator
+from strsr.model.convert_cli import build_parser as convert_parser
 from strsr.spec import ModelSpec, SpecError
 from strsr.train.config import load_config
 
@@ -88,8 +88,8 @@ def test_every_option_has_help_and_shows_its_default(parser):
             assert "default" in formatter._get_help_string(action), action.dest
 
 
-@pytest.mark.parametrize("command", ["strsr.cli", "strsr.export.cli", "strsr.bench.cli", "strsr.evaluation.cli",
-                                     "strsr.convert_cli", "strsr.train.cli"])  # fmt: skip
+@pytest.mark.parametrize("command", ["strsr.inference.cli", "strsr.export.cli", "strsr.bench.cli",
+                                     "strsr.evaluation.cli", "strsr.model.convert_cli", "strsr.train.cli"])
 def test_help_imports_neither_torch_nor_diffusers(command):
     """--help builds the parser only: torch, diffusers and peft are imported after parsing, if at all."""
     probe = (f"import sys, runpy; sys.argv = ['x', '--help']\n"

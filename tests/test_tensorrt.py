@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from strsr.cli import main as upscale_main
 from strsr.export.tensorrt import Profile, profiles_for
-from strsr.manifest import ManifestError
+from strsr.inference.cli import main as upscale_main
+from strsr.inference.manifest import ManifestError
+from strsr.inference.tensorrt_runtime import check_engine_host
 from strsr.spec import ModelSpec
-from strsr.trt_backend import check_engine_host
 
 BUILT_ON = {"version": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "engines": {}}
 
@@ -64,7 +64,7 @@ def test_trt_engines_match_onnx_runtime_on_a_photo(tmp_path):
     if not _has_tensorrt_and_gpu():
         pytest.skip("needs TensorRT and an NVIDIA GPU")
     from strsr.export.cli import main as export_main
-    from strsr.pipeline import SuperResolver
+    from strsr.inference.pipeline import SuperResolver
 
     out = tmp_path / "engines"
     assert export_main(["--preset", "tiny", "-o", str(out), "--trt", "--tile", "256"]) == 0

@@ -1,4 +1,4 @@
-"""Tests for strsr.tiling: the official window placement, its feather weights, blending and run_tiled parity.
+"""Tests for strsr.inference.tiling: the official window placement, its feather weights, blending and run_tiled parity.
 (tests/test_official_parity.py compares the plan and every weight map with the official code written out.)"""
 
 import itertools
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strsr.tiling import Tile, blend_tiles, feather_weights, plan_tiles, run_tiled, tile_starts
+from strsr.inference.tiling import Tile, blend_tiles, feather_weights, plan_tiles, run_tiled, tile_starts
 
 # (length, tile, overlap): primes, non-powers-of-two, exact fits, one-pixel spill, the official defaults.
 AXIS_CASES = [

@@ -14,8 +14,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from skimage import data
 
-from strsr.checkpoint import CheckpointError
 from strsr.losses.objectives import LossWeights
+from strsr.model.checkpoint import CheckpointError
 from strsr.presets import get_preset
 from strsr.train import trainer as trainer_module
 from strsr.train.cli import export_weights, main
@@ -370,7 +370,7 @@ def test_cli_writes_resolved_config_and_exports_weights(tmp_path):
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert resolved["optim"]["batch_size"] == 1 and resolved["run"]["max_steps"] == 2
     out = export_weights(tmp_path / "run", tmp_path / "w.safetensors")
-    from strsr.pipeline import SuperResolver
+    from strsr.inference.pipeline import SuperResolver
 
     resolver = SuperResolver.from_preset("tiny", checkpoint=out)
     assert resolver.upscale_tensor(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
@@ -422,7 +422,7 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
 def test_grid_artifact_monitor_is_logged(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from strsr.grid_artifacts import grid_artifact_score
+    from strsr.evaluation.grid_artifacts import grid_artifact_score
 
     config = _config(tmp_path, run={"max_steps": 2, "grid_every": 1, "log_every": 100, "sample_every": 0},
                      degradation={"kind": "bicubic"})  # fmt: skip

@@ -10,10 +10,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from skimage import data
 
-from strsr.build import build_generator
-from strsr.checkpoint import CheckpointError, read_metadata, save_generator
-from strsr.cli import main as upscale_main
-from strsr.pipeline import SuperResolver
+from strsr.inference.cli import main as upscale_main
+from strsr.inference.pipeline import SuperResolver
+from strsr.model.build import build_generator
+from strsr.model.checkpoint import CheckpointError, read_metadata, save_generator
 from strsr.spec import ModelSpec
 from strsr.train.cli import main as train_main
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from strsr.build import build_generator
-from strsr.checkpoint import CheckpointError
+from strsr.model.build import build_generator
+from strsr.model.checkpoint import CheckpointError
 from strsr.spec import ModelSpec
 from strsr.train import checkpointing
 from strsr.train.components import build_components

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from strsr.degradation import DegradedPair
+from strsr.degradation.realesrgan import DegradedPair
 from strsr.losses.fdl import FrequencyDistributionLoss
 from strsr.train.config import load_config
 from strsr.train.trainer import Trainer

@@ -9,11 +9,9 @@ import qwen_vl_utils
 import torch
 from PIL import Image
 
-from strsr.adapter import VLMAdapter, VLMConditioning, adapter_for
-from strsr.backbones import build_transformer, predict_velocity
-from strsr.presets import get_preset
-from strsr.spec import MissingWeightsError
-from strsr.vlm import (
+from strsr.model.adapter import VLMAdapter, VLMConditioning, adapter_for
+from strsr.model.backbones import build_transformer, predict_velocity
+from strsr.model.vlm import (
     DEFAULT_VLM_PROMPT,
     MAX_VLM_TOKENS,
     VLMEncoder,
@@ -23,6 +21,8 @@ from strsr.vlm import (
     text_positions,
     to_uint8,
 )
+from strsr.presets import get_preset
+from strsr.spec import MissingWeightsError
 
 WIDTH = 32  # the text width of conftest's tiny Qwen3-VL
 

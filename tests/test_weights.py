@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from strsr.backbones import build_transformer
-from strsr.build import build_generator
-from strsr.checkpoint import CheckpointError, load_generator, read_metadata, save_generator
+from strsr.model.backbones import build_transformer
+from strsr.model.build import build_generator
+from strsr.model.checkpoint import CheckpointError, load_generator, read_metadata, save_generator
 from strsr.spec import MissingWeightsError, ModelSpec
 
 

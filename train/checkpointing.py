@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strsr.checkpoint import save_generator
+from strsr.model.checkpoint import save_generator
 
 _NAME = re.compile(r"^step-(\d{8})$")
 

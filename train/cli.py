@@ -22,8 +22,8 @@ log = logging.getLogger("strsr.train")
 
 def export_weights(source: Path, output: Path) -> Path:
     """Copy the generator weights of a checkpoint (or a run's latest one) to `output`, atomically."""
-    from strsr.atomic import atomic_write
-    from strsr.checkpoint import CheckpointError, read_metadata
+    from strsr.io.atomic import atomic_write
+    from strsr.model.checkpoint import CheckpointError, read_metadata
     from strsr.train import checkpointing as ckpt
 
     directory = source
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("source", type=Path, help="a checkpoint directory or a run directory")
         p.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors file to write")
         args = p.parse_args(argv[1:])
-        from strsr.checkpoint import CheckpointError
+        from strsr.model.checkpoint import CheckpointError
 
         try:
             log.info("wrote %s", export_weights(args.source, args.output))
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a run.output_dir that already holds checkpoints (they are deleted)")
     args = p.parse_args(argv)
-    from strsr.checkpoint import CheckpointError
+    from strsr.model.checkpoint import CheckpointError
     from strsr.train.config import ConfigError, load_config
 
     try:

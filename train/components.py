@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from strsr.build import build_generator
-from strsr.discriminator import CLIPConvNeXtDiscriminator, build_discriminator
+from strsr.losses.discriminator import CLIPConvNeXtDiscriminator, build_discriminator
 from strsr.losses.objectives import LossWeights
-from strsr.model import StrSRGenerator
+from strsr.model.build import build_generator
+from strsr.model.generator import StrSRGenerator
 from strsr.presets import get_preset
 from strsr.train.config import ConfigError, TrainConfig, loss_weights
 
@@ -100,7 +100,7 @@ def _adamw(params, lr: float, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _degradation(config: TrainConfig):
-    from strsr.degradation import PairQueue, RealESRGANDegradation
+    from strsr.degradation.realesrgan import PairQueue, RealESRGANDegradation
 
     if config.degradation.kind == "bicubic":
         return BicubicDegradation(), None
@@ -113,7 +113,7 @@ class BicubicDegradation:
     """Plain x4 bicubic downscaling (antialiased), for the tiny recipe and ablations; GT unchanged."""
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator):
-        from strsr.degradation import DegradedPair
+        from strsr.degradation.realesrgan import DegradedPair
 
         lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
         return DegradedPair(lr_raw=lr, hr=hr)

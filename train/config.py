@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from strsr.atomic import write_json
-from strsr.degradation import DegradationConfig
+from strsr.degradation.config import DegradationConfig
+from strsr.io.atomic import write_json
 from strsr.spec import ModelSpec
 from strsr.train import RECIPES
 
@@ -91,7 +91,7 @@ class TrainConfig:
 
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataConfig = field(default_factory=DataConfig)
-    degradation: DegradationConfig = field(default_factory=DegradationConfig)  # strsr.degradation's, all settable
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)  # strsr.degradation.config's
     loss: LossConfig = field(default_factory=LossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from strsr.imageio import ImageError, find_images, image_from_pil, load_image
+from strsr.io.images import ImageError, find_images, image_from_pil, load_image
 from strsr.train.config import DataConfig
 
 log = logging.getLogger("strsr.train")

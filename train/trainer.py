@@ -31,12 +31,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from strsr.build import resolve_device
-from strsr.checkpoint import CheckpointError, load_generator
-from strsr.degradation import DegradedPair
-from strsr.degradation import model_input as official_model_input
+from strsr.degradation.realesrgan import DegradedPair
+from strsr.degradation.realesrgan import model_input as official_model_input
 from strsr.losses.gan import r1_noise
 from strsr.losses.objectives import discriminator_loss, generator_loss
+from strsr.model.build import resolve_device
+from strsr.model.checkpoint import CheckpointError, load_generator
 from strsr.train import checkpointing as ckpt
 from strsr.train.components import Components, build_components
 from strsr.train.config import TrainConfig, write_resolved
@@ -361,7 +361,7 @@ class Trainer:
 
     def _log_grid_artifacts(self) -> None:
         """The periodic-artifact score of the last prediction, and its excess over the ground truth's (dB)."""
-        from strsr.grid_artifacts import artifact_period, grid_artifact_scores
+        from strsr.evaluation.grid_artifacts import artifact_period, grid_artifact_scores
 
         period = artifact_period(self.c.generator.preset)
         _, out, gt = (((x.float() + 1) / 2).clamp(0, 1) for x in self._last_images)

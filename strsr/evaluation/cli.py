@@ -153,9 +153,9 @@ def upscale_folder(config: EvalConfig) -> int:
     is reported on one line and the others go on. Returns the number of failures."""
     from tqdm import tqdm
 
-    from strsr.imageio import ImageError, load_image
-    from strsr.outputs import plan_outputs
-    from strsr.pipeline import SuperResolver
+    from strsr.inference.pipeline import SuperResolver
+    from strsr.io.images import ImageError, load_image
+    from strsr.io.outputs import plan_outputs
 
     resolver = SuperResolver.from_spec(config.model, tile=config.tile, overlap=config.overlap)
     if resolver.weights_are_random:
@@ -194,9 +194,9 @@ def evaluate(config: EvalConfig) -> tuple[list[dict], list, dict[str, int], int]
     """Score every paired image: (rows, columns, images per method, failures)."""
     from tqdm import tqdm
 
-    from strsr.build import resolve_device
     from strsr.evaluation.pairing import pair_folders
-    from strsr.imageio import ImageError, load_image
+    from strsr.io.images import ImageError, load_image
+    from strsr.model.build import resolve_device
 
     device = resolve_device(config.model.device)
     failures = upscale_folder(config) if config.lr is not None else 0

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from strsr.evaluation.grid_artifacts import grid_artifact_scores
 from strsr.evaluation.metric_sets import PAPER_METRICS, WEIGHT_FREE_METRICS
 from strsr.evaluation.weights import MissingWeightsError, offline_loading, resolve_weights
-from strsr.grid_artifacts import grid_artifact_scores
 
 __all__ = ["PAPER_METRICS", "WEIGHT_FREE_METRICS", "MetricSpec", "MetricSuite", "grid_name", "import_pyiqa", "spec"]
 

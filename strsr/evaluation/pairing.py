@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from strsr.imageio import ImageReadError, find_images
+from strsr.io.images import ImageReadError, find_images
 
 __all__ = ["Pairing", "PairingError", "image_keys", "pair_folders"]
 

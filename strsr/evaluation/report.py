@@ -7,8 +7,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from strsr.atomic import atomic_write, write_json
 from strsr.evaluation.metrics import MetricSpec
+from strsr.io.atomic import atomic_write, write_json
 
 __all__ = ["format_table", "means", "write_csv", "write_report"]
 

@@ -78,7 +78,7 @@ int Upscaler::pad_multiple() const { return std::lcm(kOfficialPadMultiple, manif
 void Upscaler::upscale(const Planar& lr, const RowSink& sink) const {
     if (lr.channels != 3 || lr.height < 1 || lr.width < 1)
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "expected a (3, h, w) image with h, w >= 1");
-    // as strsr.pipeline refuses them: NaN would spread through every tile it touches, infinities too
+    // as strsr.inference.pipeline refuses them: NaN would spread through every tile it touches, infinities too
     if (!std::all_of(lr.data.begin(), lr.data.end(), [](float v) { return std::isfinite(v); }))
         throw Error(STRSR_ERROR_INVALID_ARGUMENT, "the LR image has NaN or infinite values");
     const int height = lr.height * kScale, width = lr.width * kScale;

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from strsr.cli import sample_image
+from strsr.inference.cli import sample_image
 
 out = Path(sys.argv[1])
 photo = Image.open(sample_image()).convert("RGB")

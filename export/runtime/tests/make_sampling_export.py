@@ -6,7 +6,7 @@ mode, for the C++ runtime's noise path (no named preset has a small KL VAE, so s
 
 The DiT passes the state through (plus 0 x the mean of the condition, so that input is used) and the decoder is
 DepthToSpace(state, 4): the output is the encoder's image plus the noise laid out as pixels, so a test can check
-every draw exactly. Each manifest records its files' sizes and sha256 as strsr-export does (strsr.manifest).
+every draw exactly. Each manifest records its files' sizes and sha256 as strsr-export does (strsr.inference.manifest).
 Usage: python make_sampling_export.py DIR
 """
 
@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 from safetensors.numpy import save_file
 
-from strsr.manifest import file_record, referenced_files
+from strsr.inference.manifest import file_record, referenced_files
 
 CHANNELS, SCALE, CONDITION_WIDTH = 48, 4, 8
 OPSET = 17

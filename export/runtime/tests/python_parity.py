@@ -21,8 +21,8 @@ import subprocess
 import numpy as np
 import torch
 
-from strsr.pipeline import upsampled_tile
-from strsr.tiling import feather_weights, plan_tiles, run_tiled
+from strsr.inference.pipeline import upsampled_tile
+from strsr.inference.tiling import feather_weights, plan_tiles, run_tiled
 
 # (height, width, tile, overlap): sides tile, tile + 1, 2 * tile - overlap (an exact fit) and 200 (not a multiple of
 # 16), their products, overlaps 0, 1 and odd, the official test's 48/12, and the defaults 1024/64 on a long strip.

@@ -1,5 +1,5 @@
 // strsr_dump: the runtime's tiling, ramps, padded upsampling, blending and noise as raw little-endian numbers on
-// stdout, for python_parity.py to compare with strsr.tiling / strsr.pipeline (and the noise recipe) bit for bit.
+// stdout, for python_parity.py to compare with strsr.inference.tiling / strsr.inference.pipeline (and the noise recipe) bit for bit.
 //
 //   strsr_dump plan H W TILE OVERLAP         per tile: int32 top, left, height, width, then float32 weights
 //   strsr_dump linspaces START END N         float32 linspace(START, END, n) for n = 1..N, concatenated

@@ -120,7 +120,7 @@ TEST(bad_buffers_return_errors_and_the_session_survives) {
     std::vector<float> planes(3 * 4 * 4, 0.5f), big(3 * 16 * 16);
     CHECK_EQ(strsr_upscale_planar(s, planes.data(), planes.size(), 4, 3, big.data(), big.size()),
              STRSR_ERROR_INVALID_ARGUMENT);
-    // NaN and infinities are refused, as strsr.pipeline refuses them (they would spread through whole tiles).
+    // NaN and infinities are refused, as strsr.inference.pipeline refuses them (they would spread through whole tiles).
     for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
         std::vector<float> poisoned = planes;
         poisoned[17] = bad;

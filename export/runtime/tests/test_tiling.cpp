@@ -1,5 +1,5 @@
 // The official tile plan, its ramps and the blend, from the algorithm's definition (python_parity.py compares the
-// same functions with strsr.tiling bit for bit, and the ramps with torch.linspace for every n up to 1100).
+// same functions with strsr.inference.tiling bit for bit, and the ramps with torch.linspace for every n up to 1100).
 #include <cmath>
 #include <random>
 

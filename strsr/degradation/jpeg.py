@@ -16,7 +16,7 @@ code). It is a JPEG-like codec in plain tensor ops, not libjpeg, and strsr repro
 - No pixel rounding anywhere but the coefficient quantisation; no chroma interpolation (nearest 2x2 repeat); the
   padding is black. Every 16x16 macroblock is coded independently of its neighbours, so a sample's result depends
   only on its own blocks: a ragged canvas zeroed outside each sample's valid region is coded exactly as if each
-  sample were alone (`strsr.degradation` relies on this).
+  sample were alone (`strsr.degradation.realesrgan` relies on this).
 
 At the same quality it is a little harsher than libjpeg and than kornia's codec: on 256 px crops of five
 scikit-image photos at q = 30 / 60 / 95, PSNR to the original is 30.2 / 32.0 / 37.4 dB, against PIL's 30.4 / 32.2 /
@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from strsr.imageio import BT601_LUMA
+from strsr.io.images import BT601_LUMA
 
 # IJG (JPEG Annex K) quantisation tables, in their usual row-major print (rows: vertical frequency).
 _IJG_LUMA = (

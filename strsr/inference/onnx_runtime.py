@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from strsr.backbones import Condition
-from strsr.exported_conditioning import ExportedConditioning, ExportedLatent
-from strsr.manifest import STAGES, ManifestError, check_manifest, inside
+from strsr.inference.exported import ExportedConditioning, ExportedLatent
+from strsr.inference.manifest import STAGES, ManifestError, check_manifest, inside
+from strsr.model.backbones import Condition
 from strsr.presets import get_preset
 
 

@@ -13,11 +13,11 @@ import contextlib
 import torch
 from torch import nn
 
-from strsr.adapter import VLMConditioning
-from strsr.autoencoders import Autoencoder
-from strsr.backbones import Condition, predict_velocity
-from strsr.latents import LatentCodec
-from strsr.lora import base_transformer
+from strsr.model.adapter import VLMConditioning
+from strsr.model.autoencoders import Autoencoder
+from strsr.model.backbones import Condition, predict_velocity
+from strsr.model.latents import LatentCodec
+from strsr.model.lora import base_transformer
 from strsr.presets import Preset
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from diffusers import Flux2Transformer2DModel, ZImageTransformer2DModel
 
-from strsr.autoencoders import AUTOENCODER_CLASSES, Autoencoder
-from strsr.latents import flux2_image_ids, flux2_text_ids, pack_tokens, unpack_tokens
+from strsr.model.autoencoders import AUTOENCODER_CLASSES, Autoencoder
+from strsr.model.latents import flux2_image_ids, flux2_text_ids, pack_tokens, unpack_tokens
 from strsr.presets import Preset
 from strsr.spec import MissingWeightsError
 

@@ -22,10 +22,10 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from strsr.adapter import VLMAdapter
-from strsr.atomic import atomic_write
-from strsr.checkpoint import FORMAT, CheckpointError, describe_generator, read_metadata
-from strsr.model import StrSRGenerator
+from strsr.io.atomic import atomic_write
+from strsr.model.adapter import VLMAdapter
+from strsr.model.checkpoint import FORMAT, CheckpointError, describe_generator, read_metadata
+from strsr.model.generator import StrSRGenerator
 
 STATE_DICT = "state_dict.pth"
 PROJECTOR = "projector.pth"

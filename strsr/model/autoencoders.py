@@ -1,7 +1,7 @@
 """Autoencoders behind a preset: diffusers' KL autoencoders, and a lossless pixel-(un)shuffle one for tiny models.
 
 Everything downstream talks to an autoencoder through `encode_latent` and `decode_image`, so the latent conventions
-in `strsr.latents` do not care which kind is underneath.
+in `strsr.model.latents` do not care which kind is underneath.
 """
 
 from __future__ import annotations

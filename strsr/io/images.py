@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from strsr.atomic import atomic_write
+from strsr.io.atomic import atomic_write
 from strsr.spec import ROUNDING_MODES  # floor: the official scripts' (ToPILImage: x * 255 truncated); nearest
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Three runtimes implement it: the PyTorch model (`strsr.model.StrSRGenerator`), an exported folder in ONNX Runtime
 (`strsr.onnx_backend.OnnxGenerator`) and its TensorRT engines (`strsr.trt_backend.TrtGenerator`). Images are in the
-model's [-1, 1] range; the state is the tensor the Euler step acts on (`strsr.latents`).
+model's [-1, 1] range; the state is the tensor the Euler step acts on (`strsr.model.latents`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from strsr.backbones import Condition
+from strsr.model.backbones import Condition
 from strsr.presets import Preset
 
 

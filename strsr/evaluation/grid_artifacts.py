@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from strsr.imageio import BT601_LUMA
+from strsr.io.images import BT601_LUMA
 
 __all__ = ["artifact_period", "grid_artifact_score", "grid_artifact_scores", "window_size"]
 

@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="strsr-convert: %(message)s", stream=sys.stderr)
-    from strsr.build import build_generator
-    from strsr.checkpoint import CheckpointError, checkpoint_lora_rank
-    from strsr.official_checkpoint import official_lora_rank, official_to_strsr, strsr_to_official
+    from strsr.model.build import build_generator
+    from strsr.model.checkpoint import CheckpointError, checkpoint_lora_rank
+    from strsr.model.official_checkpoint import official_lora_rank, official_to_strsr, strsr_to_official
     from strsr.spec import ModelSpec
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strsr.autoencoders import Autoencoder, decode_image, encode_latent, has_posterior
+from strsr.model.autoencoders import Autoencoder, decode_image, encode_latent, has_posterior
 from strsr.presets import Family, LatentSpec
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from strsr.backbones import Condition
+from strsr.model.backbones import Condition
+from strsr.model.vlm import VLMEncoder
 from strsr.presets import QWEN3_VL_4B_WIDTH, Preset
-from strsr.vlm import VLMEncoder
 
 
 class VLMAdapter(nn.Sequential):

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from strsr.atomic import atomic_write
+from strsr.io.atomic import atomic_write
 from strsr.spec import CONDITIONING_MODES
 
 MANIFEST = "manifest.json"

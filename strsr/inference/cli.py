@@ -65,8 +65,8 @@ def _rank_share(jobs: list, env=os.environ) -> list:
 def _process(resolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
     from tqdm import tqdm
 
-    from strsr.imageio import load_image
-    from strsr.pipeline import MAX_INPUT_PIXELS
+    from strsr.inference.pipeline import MAX_INPUT_PIXELS
+    from strsr.io.images import load_image
 
     image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
     bar = None
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runtime {args.runtime} needs --engine-dir (a strsr-export output folder)")
     from tqdm import tqdm
 
-    from strsr.checkpoint import CheckpointError
-    from strsr.imageio import ImageError
-    from strsr.outputs import plan_outputs
-    from strsr.pipeline import SuperResolver
+    from strsr.inference.pipeline import SuperResolver
+    from strsr.io.images import ImageError
+    from strsr.io.outputs import plan_outputs
+    from strsr.model.checkpoint import CheckpointError
 
     inputs = list(args.inputs) + ([sample_image()] if args.sample else [])
     if not inputs:

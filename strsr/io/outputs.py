@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from strsr.imageio import find_images
+from strsr.io.images import find_images
 
 log = logging.getLogger("strsr")
 

@@ -1,8 +1,8 @@
 """Conditioning for the DiT: a learned null embedding, or the base model's own text encoder on a fixed prompt.
 
 Both produce a `Condition` in the transformer's conditioning width. A prompt is encoded once and kept as a buffer,
-so the text encoder can be freed before any image is processed. The VLM dual encoder (paper Eq. 5, `strsr.adapter`)
-is the third mode: a per-image `Condition` from the LR image.
+so the text encoder can be freed before any image is processed. The VLM dual encoder (paper Eq. 5,
+`strsr.model.adapter`) is the third mode: a per-image `Condition` from the LR image.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
 from torch import nn
 
-from strsr.backbones import Condition
+from strsr.model.backbones import Condition
 from strsr.presets import Preset
 from strsr.spec import MissingWeightsError
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import torch
 
-from strsr.adapter import VLMConditioning, adapter_for
-from strsr.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
-from strsr.checkpoint import checkpoint_lora_rank, load_generator
-from strsr.conditioning import NullConditioning, load_text_encoder, prompt_conditioning
-from strsr.lora import add_lora, base_transformer
-from strsr.model import StrSRGenerator
-from strsr.official_checkpoint import is_official_checkpoint, load_official_checkpoint, official_lora_rank
+from strsr.model.adapter import VLMConditioning, adapter_for
+from strsr.model.backbones import build_autoencoder, build_transformer, load_autoencoder, load_transformer
+from strsr.model.checkpoint import checkpoint_lora_rank, load_generator
+from strsr.model.conditioning import NullConditioning, load_text_encoder, prompt_conditioning
+from strsr.model.generator import StrSRGenerator
+from strsr.model.lora import add_lora, base_transformer
+from strsr.model.official_checkpoint import is_official_checkpoint, load_official_checkpoint, official_lora_rank
+from strsr.model.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 from strsr.presets import Preset, get_preset
 from strsr.spec import ModelSpec, SpecError, default_conditioning
-from strsr.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -109,7 +109,7 @@ def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGe
         cond_module = _vlm_conditioning(preset, spec, dtype=dtype, device=device)
 
     if spec.attention != "sdpa":
-        from strsr.attention_processors import set_attention_backend
+        from strsr.model.attention_processors import set_attention_backend
 
         fused = spec.attention == "triton-fused"
         set_attention_backend(base_transformer(transformer), "triton", fused_prologue=fused)

@@ -1,7 +1,7 @@
 """`SuperResolver`: the x4 inference pipeline around a `StrSRGenerator`, tiled as the official StrSR scripts tile.
 
 Per image: bicubic x4 to the output size (PyTorch's, clamped to [0, 1]), reflect-padded once to a multiple of 16,
-split into the official tile plan (`strsr.tiling`), one model step per tile, the outputs blended in the
+split into the official tile plan (`strsr.inference.tiling`), one model step per tile, the outputs blended in the
 model's [-1, 1] range, the blend clamped once, mapped to [0, 1] and cropped back. Each tile's upsampled pixels are
 computed from a small LR window (bicubic is local), bit-identical to cropping the padded full-size upsampled image,
 which is therefore never held in memory.
@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from strsr.build import build_generator, checkpoint_for
-from strsr.imageio import LoadedImage, image_from_pil, quantize, write_samples
-from strsr.model import StrSRGenerator
+from strsr.inference.tiling import Tile, blend_tiles
+from strsr.io.images import LoadedImage, image_from_pil, quantize, write_samples
+from strsr.model.build import build_generator, checkpoint_for
+from strsr.model.generator import StrSRGenerator
 from strsr.presets import get_preset
 from strsr.spec import ModelSpec
-from strsr.tiling import Tile, blend_tiles
 
 log = logging.getLogger("strsr")
 
@@ -148,11 +148,11 @@ class SuperResolver:
         per tile shape; `verify` checks every file's sha256 against the manifest (sizes are always checked)."""
         tile = tile or get_preset(spec.preset).default_tile
         if runtime == "trt":
-            from strsr.trt_backend import TrtGenerator
+            from strsr.inference.tensorrt_runtime import TrtGenerator
 
             generator = TrtGenerator(engine_dir, spec.preset, cuda_graph=cuda_graph, vlm=spec.vlm, verify=verify)
         elif runtime == "onnx":
-            from strsr.onnx_backend import OnnxGenerator
+            from strsr.inference.onnx_runtime import OnnxGenerator
 
             generator = OnnxGenerator(engine_dir, spec.preset, vlm=spec.vlm, verify=verify)
         else:

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from strsr.backbones import Condition
-from strsr.manifest import MANIFEST, ManifestError, conditioning_entry, inside
+from strsr.inference.manifest import MANIFEST, ManifestError, conditioning_entry, inside
+from strsr.model.backbones import Condition
 
 
 class ExportedConditioning:
@@ -30,7 +30,7 @@ class ExportedConditioning:
             raise ManifestError(f"{engine_dir}: this export is VLM-conditioned; pass the Qwen3-VL folder (--vlm DIR)")
         if "projector" not in manifest["graphs"]:
             raise ManifestError(f"{engine_dir}: VLM-conditioned export lacks its projector graph")
-        from strsr.vlm import VLMEncoder
+        from strsr.model.vlm import VLMEncoder
 
         self.encoder = VLMEncoder.from_pretrained(vlm, device=device, prompt=entry["prompt"],
                                                   max_tokens=entry["max_tokens"])  # fmt: skip

@@ -4,7 +4,7 @@ Metadata records the preset, LoRA rank and conditioning mode ("vlm", "text" or "
 model fails loudly instead of loading half its tensors; loading one into a model of another conditioning mode says
 which flag builds the right model. Files written before the mode was recorded name the conditioning class instead
 (NullConditioning, ...); `read_metadata` reads those as their mode. Files are written to a temporary name and
-renamed (`strsr.atomic`), so a crash never leaves a truncated checkpoint behind.
+renamed (`strsr.io.atomic`), so a crash never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from strsr.adapter import VLMConditioning
-from strsr.atomic import atomic_write
-from strsr.conditioning import NullConditioning, PromptConditioning
-from strsr.lora import lora_rank_of
-from strsr.model import StrSRGenerator
+from strsr.io.atomic import atomic_write
+from strsr.model.adapter import VLMConditioning
+from strsr.model.conditioning import NullConditioning, PromptConditioning
+from strsr.model.generator import StrSRGenerator
+from strsr.model.lora import lora_rank_of
 
 FORMAT = "strsr.generator.v1"
 _CLASS_MODES = {"NullConditioning": "none", "PromptConditioning": "text", "VLMConditioning": "vlm"}

@@ -1,7 +1,7 @@
 """Blur kernels of the RealESRGAN degradation (Wang et al., ICCVW 2021, Sec. 3.1 and 3.3), batched in torch.
 
 Every builder takes per-sample parameters as (B,) tensors and returns (B, size, size) kernels that sum to 1, so a
-whole batch of different kernels is one tensor expression (then one grouped conv2d in `strsr.degradation`).
+whole batch of different kernels is one tensor expression (then one grouped conv2d in `strsr.degradation.realesrgan`).
 
 Coordinates: x runs along columns, y along rows, both from -(size // 2) to size // 2. A kernel with odd support
 k < size is computed on the centred k x k window, normalised there and zero-padded to size x size; this is the
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
-KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+from strsr.degradation.config import KERNEL_TYPES
+
 KERNEL_SIZE = 21
 
 

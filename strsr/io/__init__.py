@@ -1,0 +1,1 @@
+"""Files in and out: images (read, quantise, write), output naming, atomic writes."""
