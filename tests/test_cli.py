@@ -14,7 +14,7 @@ from skimage import data
 from strsr.inference.cli import main, sample_image
 from strsr.inference.pipeline import SuperResolver
 from strsr.io.images import load_image
-from strsr.io.outputs import plan_outputs
+from strsr.io.outputs import plan_upscale_outputs
 from strsr.model.build import build_generator
 from strsr.model.checkpoint import save_generator
 from strsr.spec import ModelSpec
@@ -64,20 +64,34 @@ def inputs(tmp_path):
 
 
 def test_every_input_format(inputs, tmp_path, caplog):
+    """--ext auto (the default) keeps each input's format; --ext png writes PNG for all, telling same stems apart by
+    their source format."""
     out = tmp_path / "out"
     before = {p.name: p.read_bytes() for p in inputs.iterdir()}
     code, log = _run([str(inputs), "-o", str(out)], caplog)
     assert code == 0, log
-    expected = {"rgb": ("RGB", (128, 96)), "gray": ("L", (128, 96)),
-                "rgba": ("RGBA", (128, 96)), "palette": ("RGB", (128, 96)), "gray16": ("I;16", (128, 96)),
-                "exif": ("RGB", (96, 128))}  # fmt: skip
-    for stem, (mode, size) in expected.items():
-        image = Image.open(out / f"{stem}.png")
-        assert (image.mode, image.size) == (mode, size), stem
+    expected = {"rgb.png": ("RGB", (128, 96)), "gray.png": ("L", (128, 96)), "rgba.png": ("RGBA", (128, 96)),
+                "palette.png": ("RGB", (128, 96)), "gray16.png": ("I;16", (128, 96)), "exif.jpg": ("RGB", (96, 128)),
+                "photo.jpg": ("RGB", (128, 96)), "photo.webp": ("RGB", (128, 96)),
+                "photo.tif": ("RGB", (128, 96))}  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name, (mode, size) in expected.items():
+        image = Image.open(out / name)
+        assert (image.mode, image.size) == (mode, size), name
+        assert image.format == {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF"}[name.split(".")[1]]
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before  # inputs untouched
+    assert "shares its output name" not in log
+    # the lossless formats hold exactly the samples of the PNG written from the same pixels
+    for name in ("photo.webp", "photo.tif"):
+        assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(out / "rgb.png"))), name
+
+    code, log = _run([str(inputs), "-o", str(tmp_path / "png"), "--ext", "png"], caplog)
+    assert code == 0
     for name in ("photo-jpg", "photo-webp", "photo-tif"):  # same stem: the source format tells them apart
-        assert Image.open(out / f"{name}.png").size == (128, 96)
-    assert "photo.jpg shares its output name with another input: writing photo-jpg.png" in log
+        assert Image.open(tmp_path / "png" / f"{name}.png").size == (128, 96)
+    assert "photo.jpg shares its output name with another input: writing" in log
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "photo-webp.png")),
+                          np.asarray(Image.open(out / "photo.webp")))  # fmt: skip
 
 
 def test_two_inputs_never_share_an_output(tmp_path, caplog):
@@ -150,7 +164,7 @@ def test_ranks_split_the_inputs(inputs, tmp_path, monkeypatch, caplog):
     out = tmp_path / "out"
     code, _ = _run([str(inputs), "-o", str(out)], caplog)
     assert code == 0
-    every = [dst.name for _, dst in plan_outputs([inputs], out, lambda r: r.with_suffix(".png"))]
+    every = [dst.name for _, dst in plan_upscale_outputs([inputs], out)]
     assert len(every) == len(list(inputs.iterdir())) == 9
     assert sorted(p.name for p in out.iterdir()) == sorted(every[1::3])
 

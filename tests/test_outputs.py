@@ -66,3 +66,43 @@ def test_an_output_over_an_input_is_refused(tmp_path):
     a = _touch(tmp_path / "a.png")
     with pytest.raises(ValueError, match="would overwrite an input"):
         plan_outputs([a], tmp_path, _png)
+
+
+def _upscale_names(inputs, out, **kwargs):
+    from strsr.io.outputs import plan_upscale_outputs
+
+    return _names(plan_upscale_outputs(inputs, out, **kwargs), out)
+
+
+def test_upscale_names_follow_real_esrgan(tmp_path):
+    """<stem>[_<suffix>].<ext>: ext auto keeps each input's format (so a.png and a.jpg do not clash); one forced
+    format tells them apart by source format, never as a.jpg.png."""
+    a, b = _touch(tmp_path / "in" / "a.png"), _touch(tmp_path / "in" / "a.jpg")
+    _touch(tmp_path / "in" / "sub" / "c.TIFF")
+    out = tmp_path / "out"
+    assert _upscale_names([a, b], out) == ["a.png", "a.jpg"]
+    assert _upscale_names([tmp_path / "in"], out, suffix="out") == ["a_out.jpg", "a_out.png", "sub/c_out.TIFF"]
+    assert _upscale_names([a, b], out, ext="png") == ["a-png.png", "a-jpg.png"]
+    assert _upscale_names([a, b], out, ext="webp", suffix="x2") == ["a-png_x2.webp", "a-jpg_x2.webp"]
+    assert _upscale_names([a, b], out, ext="tif") == ["a-png.tif", "a-jpg.tif"]
+
+
+def test_auto_keeps_a_format_only_where_the_file_is_in_it(tmp_path):
+    fake = tmp_path / "fake.jpg"
+    Image.new("RGBA", (2, 2)).save(fake, format="PNG")  # a PNG with alpha named .jpg: JPEG could not hold it
+    bmp = tmp_path / "b.bmp"
+    Image.new("RGB", (2, 2)).save(bmp)  # readable, but not a format strsr writes
+    broken = tmp_path / "broken.webp"
+    broken.write_bytes(b"not an image")  # unreadable: keeps its suffix, loading reports it
+    out = tmp_path / "out"
+    assert _upscale_names([fake, bmp, broken], out) == ["fake.png", "b.png", "broken.webp"]
+
+
+def test_bad_ext_and_suffix_are_refused(tmp_path):
+    a = _touch(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="--ext 'bmp'"):
+        _upscale_names([a], tmp_path / "out", ext="bmp")
+    with pytest.raises(ValueError, match="--suffix"):
+        _upscale_names([a], tmp_path / "out", suffix="../x")
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        _upscale_names([a], tmp_path)

@@ -1,11 +1,13 @@
-"""`strsr-upscale`: x4 super-resolution of image files and folders.
+"""`strsr-upscale`: x4 super-resolution of image files and folders, with Real-ESRGAN's command-line conventions.
 
     strsr-upscale photo.jpg shots/ -o out/ --preset flux2-klein-4b --pretrained ~/models/FLUX.2-klein-base-4B \
-        --checkpoint strsr-flux.safetensors
+        --checkpoint strsr-flux.safetensors -s 2 --suffix out --ext auto
 
-Each output is written to a temporary name and renamed, so a failure never leaves a partial file; one bad image is
-reported on one line and the rest still complete (exit status 1 if any failed). Under `torchrun`, each rank takes
-every WORLD_SIZE-th image.
+Outputs are named as Real-ESRGAN names them (`<stem>[_<suffix>].<ext>`, `--ext auto` keeping each input's format);
+an output that exists already is skipped unless `--overwrite` is given, and no output ever replaces an input. Each
+output is written to a temporary name and renamed, so a failure never leaves a partial file; one bad image is
+reported on one line and the rest still complete (exit status 1 if any failed). `--manifest FILE` records the run as
+JSON. Log lines go through the progress bars' writer. Under `torchrun`, each rank takes every WORLD_SIZE-th image.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import argparse
 import logging
 import os
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
+from strsr.inference.upscale import RESIZE_FILTERS, OutputOptions
+from strsr.io.formats import EXTENSIONS
 from strsr.spec import ROUNDING_MODES, HelpFormatter, ModelSpec
 
 log = logging.getLogger("strsr")
 
-OUTPUT_SUFFIXES = (".png", ".tif", ".webp", ".jpg")
 RUNTIMES = ("torch", "onnx", "trt")
 
 
@@ -42,9 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tile", type=int, help="output tile size in pixels (default: the preset's; 1024 as the "
                                               "official scripts for full presets)")  # fmt: skip
     run.add_argument("--overlap", type=int, default=64, help="overlap between output tiles in pixels (as official)")
+    run.add_argument("-s", "--outscale", type=float, default=4.0,
+                     help="final scale: the model runs x4, then the result is resized to int(side * outscale) "
+                          "(as Real-ESRGAN's -s)")  # fmt: skip
+    run.add_argument("--resize-filter", default="lanczos", choices=list(RESIZE_FILTERS),
+                     help="OpenCV filter of the --outscale resize (lanczos: Real-ESRGAN's INTER_LANCZOS4; area "
+                          "avoids aliasing below x4)")  # fmt: skip
+    run.add_argument("--ext", default="auto", choices=EXTENSIONS,
+                     help="output format: auto keeps each input's format (a file whose format cannot be kept gets "
+                          "png), or one format for all")  # fmt: skip
+    run.add_argument("--suffix", default="", help="append _SUFFIX to each output's name, before the extension")
+    run.add_argument("--overwrite", action="store_true", help="redo outputs that exist (default: skip them)")
     run.add_argument("--rounding", default="floor", choices=ROUNDING_MODES,
                      help="float to integer samples: floor (what the official scripts write) or nearest")
-    run.add_argument("--format", default=".png", choices=OUTPUT_SUFFIXES, help="output file type")
+    run.add_argument("--manifest", type=Path, help="write a JSON record of the run (inputs, outputs, settings, "
+                                                   "seconds per image) to this file")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     exported = p.add_argument_group("exported runtimes")
     exported.add_argument("--runtime", default="torch", choices=RUNTIMES,
@@ -62,10 +78,12 @@ def _rank_share(jobs: list, env=os.environ) -> list:
     return jobs[rank::world]
 
 
-def _process(resolver, source: Path, target: Path, quiet: bool, rounding: str) -> None:
+def _process(upscaler, source: Path, target: Path, options: OutputOptions, quiet: bool) -> tuple[int, int]:
+    """Upscale `source` into `target`; returns the output's (width, height)."""
     from tqdm import tqdm
 
     from strsr.inference.pipeline import MAX_INPUT_PIXELS
+    from strsr.inference.upscale import upscale_loaded
     from strsr.io.images import load_image
 
     image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
@@ -78,17 +96,29 @@ def _process(resolver, source: Path, target: Path, quiet: bool, rounding: str) -
         else:
             bar.update()
 
-    keep_alpha = target.suffix != ".jpg"
-    if image.alpha is not None and not keep_alpha:
-        log.warning("%s: JPEG has no alpha channel; alpha dropped in %s", source, target)
-    bit_depth = image.bit_depth if target.suffix in (".png", ".tif") else 8
     try:
-        result = resolver.upscale_image(image, progress, bit_depth=bit_depth, alpha=keep_alpha, rounding=rounding)
+        result = upscale_loaded(upscaler, image, options, target.suffix, progress)
     finally:
         if bar is not None:
             bar.close()
     target.parent.mkdir(parents=True, exist_ok=True)
     result.save(target)
+    return result.samples.shape[1], result.samples.shape[0]
+
+
+def _failure(source: Path, err: Exception, image_error: type) -> str:
+    """One line for a failed image: an image error names its file itself; a ValueError is an image the model cannot
+    take (e.g. too elongated for the VLM); a RuntimeError is e.g. out of memory on one huge image."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, image_error):
+        return first
+    return f"{source}: failed ({first})" if isinstance(err, RuntimeError) else f"{source}: {first}"
+
+
+def _settings(args, spec: ModelSpec, options: OutputOptions) -> dict:
+    return {"model": spec, "output": options, "tile": args.tile, "overlap": args.overlap, "runtime": args.runtime,
+            "engine_dir": args.engine_dir, "overwrite": args.overwrite,
+            "world_size": int(os.environ.get("WORLD_SIZE", 1))}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,15 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="strsr-upscale: %(message)s", stream=sys.stderr)
     try:
         spec = ModelSpec.from_args(args)
+        options = OutputOptions(outscale=args.outscale, ext=args.ext, suffix=args.suffix, rounding=args.rounding,
+                                resize_filter=args.resize_filter)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     if args.runtime != "torch" and args.engine_dir is None:
         parser.error(f"--runtime {args.runtime} needs --engine-dir (a strsr-export output folder)")
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from strsr.inference.pipeline import SuperResolver
+    from strsr.inference.run_manifest import RunManifest, rank_path
     from strsr.io.images import ImageError
-    from strsr.io.outputs import plan_outputs
+    from strsr.io.outputs import plan_upscale_outputs
     from strsr.model.checkpoint import CheckpointError
 
     inputs = list(args.inputs) + ([sample_image()] if args.sample else [])
@@ -113,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no input: give image files or folders, or --sample")
         return 2
     try:
-        jobs = _rank_share(plan_outputs(inputs, args.output, lambda relative: relative.with_suffix(args.format)))
+        jobs = _rank_share(plan_upscale_outputs(inputs, args.output, ext=options.ext, suffix=options.suffix))
     except ValueError as err:  # ImageError (a missing input) or an output over an input
         log.error("%s", err)
         return 2
@@ -126,37 +160,50 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s: output folder is not writable", args.output)
         return 2
 
-    try:
-        if args.runtime != "torch":
-            resolver = SuperResolver.from_export(args.engine_dir, spec, runtime=args.runtime, tile=args.tile,
-                                                 overlap=args.overlap, cuda_graph=args.cuda_graph,
-                                                 verify=args.verify)  # fmt: skip
+    manifest = RunManifest("strsr-upscale", _settings(args, spec, options))
+    todo = []
+    for source, target in jobs:
+        if target.exists() and not args.overwrite:
+            log.info("%s: %s exists, skipped (--overwrite redoes it)", source, target)
+            manifest.add(source, target, "skipped", reason="output exists")
         else:
-            resolver = SuperResolver.from_spec(spec, tile=args.tile, overlap=args.overlap)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    if resolver.weights_are_random:
-        log.warning("weights are random (preset %r, no trained checkpoint): the output shows the pipeline working, "
-                    "not real super-resolution", spec.preset)  # fmt: skip
-
+            todo.append((source, target))
     failures = 0
-    for source, target in tqdm(jobs, desc="images", unit="img", disable=args.quiet or len(jobs) == 1):
+    if todo:
         try:
-            _process(resolver, source, target, args.quiet, args.rounding)
-        except ImageError as err:
-            failures += 1
+            if args.runtime != "torch":
+                upscaler = SuperResolver.from_export(args.engine_dir, spec, runtime=args.runtime, tile=args.tile,
+                                                     overlap=args.overlap, cuda_graph=args.cuda_graph,
+                                                     verify=args.verify)  # fmt: skip
+            else:
+                upscaler = SuperResolver.from_spec(spec, tile=args.tile, overlap=args.overlap)
+        except (CheckpointError, FileNotFoundError, ValueError) as err:
             log.error("%s", err)
-        except ValueError as err:  # an image the model cannot take (e.g. too elongated for the VLM)
-            failures += 1
-            log.error("%s: %s", source, err)
-        except RuntimeError as err:  # e.g. out of memory on one huge image: report it, go on with the rest
-            failures += 1
-            log.error("%s: failed (%s)", source, str(err).splitlines()[0])
-        else:
-            log.info("%s -> %s", source, target)
+            return 2
+        if upscaler.weights_are_random:
+            log.warning("weights are random (preset %r, no trained checkpoint): the output shows the pipeline "
+                        "working, not real super-resolution", spec.preset)  # fmt: skip
+        with logging_redirect_tqdm():  # log lines through tqdm.write: they do not break the bars
+            for source, target in tqdm(todo, desc="images", unit="img", disable=args.quiet or len(todo) == 1):
+                start = time.perf_counter()
+                try:
+                    size = _process(upscaler, source, target, options, args.quiet)
+                except (ImageError, ValueError, RuntimeError) as err:  # report it, go on with the rest
+                    failures += 1
+                    log.error("%s", _failure(source, err, ImageError))
+                    manifest.add(source, target, "failed", seconds=time.perf_counter() - start,
+                                 reason=_failure(source, err, ImageError))  # fmt: skip
+                else:
+                    manifest.add(source, target, "written", seconds=time.perf_counter() - start, size=size)
+                    log.info("%s -> %s", source, target)
     if failures:
-        log.error("%d of %d images failed", failures, len(jobs))
+        log.error("%d of %d images failed", failures, len(todo))
+    if args.manifest is not None:
+        try:
+            manifest.write(rank_path(args.manifest))
+        except OSError as err:
+            log.error("%s: cannot write the manifest (%s)", args.manifest, err.strerror or err)
+            return 2
     return 1 if failures else 0
 
 

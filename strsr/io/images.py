@@ -35,6 +35,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from strsr.io.atomic import atomic_write
+from strsr.io.formats import FORMAT_BY_SUFFIX as _FORMAT_BY_SUFFIX
+from strsr.io.formats import SUFFIX_ORDER as _SUFFIX_ORDER
 from strsr.spec import ROUNDING_MODES  # floor: the official scripts' (ToPILImage: x * 255 truncated); nearest
 
 __all__ = [
@@ -53,10 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Ordered for messages; IMAGE_SUFFIXES is the set used for matching.
-_SUFFIX_ORDER = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(_SUFFIX_ORDER)
-_FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 # ITU-R BT.601 luma weights, as PIL and torchvision convert colour to grey (and JPEG's Y channel).
 BT601_LUMA = (0.299, 0.587, 0.114)
