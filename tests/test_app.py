@@ -226,8 +226,8 @@ def browser():
     missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not found: the browser tests need Debian's chromium and chromium-driver "
-                    "(root: apt-get install chromium chromium-driver); .ci/run runs without root and cannot install "
-                    "them, so CI skips these tests")  # fmt: skip
+                    "(root: apt-get install chromium chromium-driver); .ci/run installs them where it runs as root, "
+                    "elsewhere these tests skip")  # fmt: skip
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
