@@ -1,7 +1,7 @@
-"""The runtimes `strsr-bench` times, each a `strsr.generator.Generator`, and the one table of stages they share.
+"""The runtimes `strsr-bench` times, each a `strsr.inference.runtime.Generator`, and the one table of stages they share.
 
-    eager     the PyTorch model, LoRA merged (as deployed)
-    compile   the same model's stages through torch.compile (CUDA graphs on a GPU, where shapes are static)
+    eager     the PyTorch model as every inference path builds it (LoRA merged, `--quantize` applied)
+    compile   the same model with its DiT blocks compiled (`--compile`: regional torch.compile, static shapes)
     onnx      an strsr-export folder in ONNX Runtime
     trt-fp16, trt-fp8   strsr-export --trt engines in TensorRT
 
@@ -14,6 +14,7 @@ here raises `Unavailable` with the reason; the benchmark lists it as skipped.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class RuntimeStages:
     runtime: str
     dtype: str  # the math precision, for the peak-FLOP lookup: bf16, fp16, fp8, tf32 or fp32
     stages: dict[str, Callable[[], object]]
+    quantize: str | None = None  # PyTorch runtimes: the --quantize mode
+    compile_s: float | None = None  # compile: seconds of the first DiT call (tracing and code generation)
 
 
 @dataclass(frozen=True)
@@ -73,36 +76,38 @@ def stage_table(generator: Generator, upscaler: SuperResolver, inputs: Inputs) -
     return {name: _no_grad(fn) for name, fn in stages.items()}
 
 
-class CompiledGenerator:
-    """The PyTorch model with each stage through `torch.compile` ("reduce-overhead", i.e. CUDA graphs, on a GPU)."""
-
-    def __init__(self, model):
-        mode = "reduce-overhead" if model.device.type == "cuda" else None
-        self.model, self.preset = model, model.preset
-        self.encode, self.one_step, self.decode = (torch.compile(f, mode=mode) for f in
-                                                   (model.encode, model.one_step, model.decode))  # fmt: skip
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def eval(self) -> CompiledGenerator:
-        return self
-
-    def condition_for(self, lr):
-        return self.model.condition_for(lr)
-
-    def __call__(self, image, condition=None, generator=None):
-        return self.decode(self.one_step(self.encode(image, generator), condition))
-
-
-def torch_stages(resolver: SuperResolver, inputs: Inputs, compiled: bool) -> RuntimeStages:
+def torch_stages(resolver: SuperResolver, inputs: Inputs, compiled: bool, quantize: str = "none",
+                 compile_backend: str | None = None) -> RuntimeStages:  # fmt: skip
+    """The PyTorch model's stages; `compiled` first compiles its DiT blocks in place (what `--compile` does, so time
+    the eager runtime before this one) and measures the compilation on its own: `compile_s` is the first DiT call,
+    which traces and compiles each block class at the tile's shape."""
     model = resolver.model
-    generator = CompiledGenerator(model) if compiled else model
-    upscaler = SuperResolver(generator, tile=resolver.tile, overlap=resolver.overlap)
-    param = next(model.transformer.parameters())
-    dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(param.dtype, "tf32" if param.is_cuda else "fp32")
-    return RuntimeStages("compile" if compiled else "eager", dtype, stage_table(generator, upscaler, inputs))
+    compile_s = None
+    if compiled:
+        from strsr.model.compilation import DEFAULT_BACKEND, compile_blocks
+
+        compile_blocks(model.transformer, backend=compile_backend or DEFAULT_BACKEND)
+        with torch.no_grad():
+            image, lr = inputs.image.to(model.device), inputs.lr.to(model.device)
+            state, condition = model.encode(image), model.condition_for(lr)
+            _synchronize(model.device)
+            start = time.perf_counter()
+            model.one_step(state, condition)
+            _synchronize(model.device)
+            compile_s = time.perf_counter() - start
+    upscaler = SuperResolver(model, tile=resolver.tile, overlap=resolver.overlap)
+    if quantize == "fp8":
+        dtype = "fp8"
+    else:  # int8 weight-only dequantises into the model precision for its matmuls
+        param = next(model.transformer.parameters())
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(param.dtype, "tf32" if param.is_cuda else "fp32")
+    return RuntimeStages("compile" if compiled else "eager", dtype, stage_table(model, upscaler, inputs),
+                         quantize=quantize, compile_s=compile_s)  # fmt: skip
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def onnx_stages(engine_dir: Path, spec: ModelSpec, resolver: SuperResolver, inputs: Inputs) -> RuntimeStages:
@@ -140,8 +145,9 @@ def exported_for_bench(spec: ModelSpec, tile: int) -> Path:
     from strsr.inference.cli import sample_image
 
     out = Path(tempfile.mkdtemp(prefix="strsr-bench-onnx-"))
-    export(ExportSpec(spec.replace(device="cpu"), out, "fp32", tile, trt=False, force=False,
-                      calibration=(sample_image(),), calibration_tiles=1, attention_op="onnxruntime"))  # fmt: skip
+    model = spec.replace(device="cpu", quantize="none", compile=False)  # graphs are exported unquantised
+    export(ExportSpec(model, out, "fp32", tile, trt=False, force=False, calibration=(sample_image(),),
+                      calibration_tiles=1, attention_op="onnxruntime"))  # fmt: skip
     return out
 
 

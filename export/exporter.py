@@ -34,9 +34,9 @@ from strsr.inference.manifest import (
 )
 from strsr.io.atomic import atomic_write
 from strsr.io.images import load_image
-from strsr.model.build import build_generator
+from strsr.model.build import build_inference_generator
 from strsr.model.conditioning import NullConditioning
-from strsr.model.lora import merge_lora
+from strsr.spec import SpecError
 
 log = logging.getLogger("strsr.export")
 
@@ -62,8 +62,11 @@ def require_tensorrt() -> None:
 
 def export(spec: ExportSpec) -> dict:
     """Merge, export and check; returns the manifest."""
-    model = build_generator(spec.model.replace(precision=_MODEL_PRECISION[spec.precision]))
-    model.transformer = merge_lora(model.transformer)  # folded weights: the graphs carry no adapter branches
+    if spec.model.quantize != "none" or spec.model.compile:
+        raise SpecError("strsr-export: --quantize and --compile are for PyTorch inference; exported graphs take "
+                        "--precision fp16|fp8 (TensorRT compiles them itself)")  # fmt: skip
+    # the inference model: LoRA folded into the weights, so the graphs carry no adapter branches
+    model = build_inference_generator(spec.model.replace(precision=_MODEL_PRECISION[spec.precision]))
     spec.output.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, "preset": spec.model.preset, "precision": spec.precision, "opset": OPSET,
            "attention_op": spec.attention_op,

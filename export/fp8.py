@@ -4,8 +4,9 @@ ModelOpt inserts QuantizeLinear/DequantizeLinear pairs around the DiT's matmuls,
 real LR tiles, and casts what stays unquantised to fp16. The result runs in plain ONNX Runtime on the CPU (the
 quality cost is measured there) and is what a strongly typed TensorRT FP8 engine is built from.
 
-Kept in higher precision (never quantised): the patch/condition/timestep embedders, the adaLN modulation layers and
-the final norm/projection. FP8 everywhere is known to break Z-Image-Turbo (LPIPS 0.74 vs 0.07 with these kept).
+Kept in higher precision (never quantised): the layers of `strsr.model.quantize.HIGH_PRECISION_MODULES` (the
+patch/condition/timestep embedders, the adaLN modulation layers and the final norm/projection), the same ones the
+PyTorch path (`--quantize fp8|int8-weight`) keeps; the VLM adapter is a graph of its own and is not quantised.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ import torch.nn.functional as F
 from strsr.export.onnx_export import publish_staged, uses_external_data
 from strsr.io.images import load_image
 from strsr.model.generator import StrSRGenerator
+from strsr.model.quantize import HIGH_PRECISION_MODULES, keeps_high_precision
 
 log = logging.getLogger("strsr.export")
 
-# Module-name fragments of the layers kept out of FP8, for both families (FLUX.2: x_embedder, context_embedder,
-# time_guidance_embed, *_modulation*, norm_out, proj_out; Z-Image: all_x_embedder, t_embedder, cap_embedder,
-# adaLN_modulation, all_final_layer).
-HIGH_PRECISION_MODULES = ("embed", "modulation", "adaLN", "norm_out", "proj_out", "final_layer")
 HIGH_PRECISION_DTYPE = "fp16"
 
 
@@ -53,7 +51,7 @@ def high_precision_nodes(graph_path: Path) -> list[str]:
     for node in onnx.load(str(graph_path), load_external_data=False).graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
         scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        if any(fragment in scope for scope in scopes for fragment in HIGH_PRECISION_MODULES):
+        if any(keeps_high_precision(scope) for scope in scopes):
             nodes.append(node.name)
     return nodes
 

@@ -25,6 +25,9 @@ LATENT_MODES = ("sample", "mode")
 ATTENTION_KERNELS = ("sdpa", "triton", "triton-fused")
 # Weights and math of the PyTorch model; auto is bf16 on a GPU, fp32 on a CPU.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# PyTorch inference with torchao: row-wise FP8 activations and weights (GPUs of compute capability 8.9+), int8
+# weights with high-precision math (any device), or none.
+QUANTIZE_MODES = ("none", "int8-weight", "fp8")
 # How [0, 1] floats become integer samples: floor is what the official scripts write (torchvision's ToPILImage).
 ROUNDING_MODES = ("floor", "nearest")
 _DEVICE = re.compile(r"^(auto|cpu|meta|cuda(:\d+)?)$")  # meta: shapes only, no memory (conversion, FLOP counts)
@@ -47,9 +50,10 @@ def check_device(device: str) -> str:
     return device
 
 
-def default_conditioning(preset: str) -> str:
-    """The paper's setting for full backbones; the tiny presets are trained without a prompt."""
-    return "none" if get_preset(preset).tiny else "vlm"
+def default_conditioning(preset: str, *, random_weights: bool = False) -> str:
+    """The paper's setting for full backbones; the tiny presets are trained without a prompt, and random weights
+    (benchmarks) have no trained adapter to feed, so they get the null embedding too."""
+    return "none" if get_preset(preset).tiny or random_weights else "vlm"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class ModelSpec:
     precision: str = "auto"  # PRECISIONS
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     latent: str = "sample"  # LATENT_MODES
+    # inference only (strsr.model.build.build_inference_generator; training builds the unmerged model):
+    compile: bool = False  # torch.compile the DiT's repeated blocks, static shapes
+    quantize: str = "none"  # QUANTIZE_MODES, of the DiT's linear layers after the LoRA is merged
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -81,7 +88,7 @@ class ModelSpec:
                 object.__setattr__(self, name, Path(value))
         choices = {"conditioning": (self.conditioning, (*CONDITIONING_MODES, None)),
                    "latent": (self.latent, LATENT_MODES), "attention": (self.attention, ATTENTION_KERNELS),
-                   "precision": (self.precision, PRECISIONS)}  # fmt: skip
+                   "precision": (self.precision, PRECISIONS), "quantize": (self.quantize, QUANTIZE_MODES)}  # fmt: skip
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 shown = ", ".join(a for a in allowed if a is not None)
@@ -96,8 +103,10 @@ class ModelSpec:
 
     @property
     def mode(self) -> str:
-        """The conditioning mode this spec builds (the preset's default when none is given)."""
-        return self.conditioning or default_conditioning(self.preset)
+        """The conditioning mode this spec builds (the default when none is given: `default_conditioning`; random
+        weights with a checkpoint take the preset's, which the checkpoint was trained with)."""
+        random = self.random_weights and self.checkpoint is None
+        return self.conditioning or default_conditioning(self.preset, random_weights=random)
 
     def replace(self, **changes) -> ModelSpec:
         return dataclasses.replace(self, **changes)
@@ -120,7 +129,8 @@ class ModelSpec:
         g.add_argument("--lora-rank", type=int, help="LoRA rank (default: the checkpoint's, else the preset's)")
         g.add_argument("--conditioning", choices=CONDITIONING_MODES,
                        help="vlm (the paper's dual encoder), text (the base text encoder on --prompt) or none "
-                            "(a learned null embedding) (default: vlm for full presets, none for tiny ones)")
+                            "(a learned null embedding) (default: vlm for full presets, none for tiny ones and "
+                            "random weights)")
         g.add_argument("--prompt", default="", help="the prompt for --conditioning text (vlm: the official one)")
         g.add_argument("--vlm", type=Path, help="local Qwen3-VL folder, for --conditioning vlm")
         g.add_argument("--text-encoder", type=Path,
@@ -134,6 +144,14 @@ class ModelSpec:
             g.add_argument("--precision", default="auto", choices=PRECISIONS,
                            help="model weights and math: auto is bf16 on a GPU, fp32 on a CPU")
         g.add_argument("--device", default=device, type=_device_arg, help="auto, cpu, cuda or cuda:N")
+        g.add_argument("--compile", action="store_true",
+                       help="PyTorch inference: torch.compile the DiT's repeated transformer blocks (static shapes: "
+                            "the first tile of each size compiles)")  # fmt: skip
+        g.add_argument("--quantize", default="none", choices=QUANTIZE_MODES,
+                       help="PyTorch inference with torchao, after merging the LoRA: fp8 (row-wise FP8 activations "
+                            "and weights, GPUs of compute capability 8.9+) or int8-weight (int8 weights, any device) "
+                            "for the DiT's linear layers; embedders, modulation and output layers stay in the model "
+                            "precision")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides) -> ModelSpec:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from strsr.inference.tiling import Tile, blend_tiles
 from strsr.io.images import LoadedImage, image_from_pil, quantize, write_samples
-from strsr.model.build import build_generator, checkpoint_for
+from strsr.model.build import build_inference_generator, checkpoint_for
 from strsr.model.generator import StrSRGenerator
 from strsr.presets import get_preset
 from strsr.spec import ModelSpec
@@ -129,7 +129,7 @@ class SuperResolver:
     def from_spec(cls, spec: ModelSpec, *, tile: int | None = None, overlap: int = 64) -> SuperResolver:
         """The pipeline around the generator `spec` describes; `tile` None is the preset's default tile."""
         preset = get_preset(spec.preset)
-        model = build_generator(spec)
+        model = build_inference_generator(spec)  # LoRA merged, then --quantize, --compile
         random = spec.pretrained is None and checkpoint_for(spec, preset) is None
         return cls(model, tile=tile or preset.default_tile, overlap=overlap, seed=spec.seed, weights_are_random=random)
 

@@ -1,4 +1,9 @@
-"""Build the `StrSRGenerator` a `ModelSpec` describes: weights, LoRA, conditioning, checkpoint, device, precision."""
+"""Build the `StrSRGenerator` a `ModelSpec` describes: weights, LoRA, conditioning, checkpoint, device, precision.
+
+`build_generator` gives the model as it trains (LoRA adapters beside the frozen base); `build_inference_generator`
+the model every inference path runs (strsr-upscale and `SuperResolver`, strsr-eval, strsr-bench, strsr-export): the
+same weights with the LoRA merged, then optionally quantised (torchao) and compiled (regional torch.compile).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from strsr.model.backbones import build_autoencoder, build_transformer, load_aut
 from strsr.model.checkpoint import checkpoint_lora_rank, load_generator
 from strsr.model.conditioning import NullConditioning, load_text_encoder, prompt_conditioning
 from strsr.model.generator import StrSRGenerator
-from strsr.model.lora import add_lora, base_transformer
+from strsr.model.lora import add_lora, base_transformer, merge_lora
 from strsr.model.official_checkpoint import is_official_checkpoint, load_official_checkpoint, official_lora_rank
 from strsr.model.vlm import DEFAULT_VLM_PROMPT, VLMEncoder
 from strsr.presets import Preset, get_preset
@@ -65,10 +70,14 @@ def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGe
     "vlm" reads each LR image with the Qwen3-VL in `vlm` (or, with `vlm_width`, builds the adapter alone).
     `preset` stands in for the registry's `spec.preset` (custom architectures, tests).
     """
+    if spec.quantize != "none" or spec.compile:
+        raise SpecError("--quantize and --compile are inference options: build_inference_generator applies them "
+                        "(training runs the unquantised, uncompiled model)")  # fmt: skip
     preset = preset or get_preset(spec.preset)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.precision, device)
     conditioning = spec.mode
+    check_conditioning_inputs(spec, preset)  # before the (possibly billions of) weights are built
     if spec.pretrained is not None:
         transformer = load_transformer(preset, spec.pretrained, dtype=dtype, device=device)
         vae = load_autoencoder(preset, spec.pretrained, dtype=dtype, device=device)
@@ -100,9 +109,6 @@ def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGe
         cond_module = NullConditioning(preset.condition_width, preset.num_null_tokens).to(device)
     elif conditioning == "text":
         folder = spec.text_encoder or spec.pretrained
-        if folder is None:
-            raise SpecError("text conditioning needs the base model's text encoder: pass --pretrained DIR or "
-                            "--text-encoder DIR")  # fmt: skip
         text_encoder, tokenizer = load_text_encoder(folder, dtype=dtype, device=device)
         cond_module = prompt_conditioning(preset, text_encoder, tokenizer, spec.prompt).to(device)
     else:
@@ -119,12 +125,41 @@ def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGe
     return model
 
 
+def check_conditioning_inputs(spec: ModelSpec, preset: Preset) -> None:
+    """The folders the spec's conditioning mode reads are given (their contents are checked when loaded)."""
+    if spec.mode == "text" and spec.text_encoder is None and spec.pretrained is None:
+        raise SpecError("text conditioning needs the base model's text encoder: pass --pretrained DIR or "
+                        "--text-encoder DIR")  # fmt: skip
+    if spec.mode == "vlm" and spec.vlm_width is None and spec.vlm is None:
+        random = " (random weights default to --conditioning none)" if spec.random_weights else ""
+        raise SpecError(f"VLM conditioning needs a local Qwen3-VL folder: pass --vlm DIR (or --conditioning "
+                        f"text|none){random}")  # fmt: skip
+
+
+def build_inference_generator(spec: ModelSpec, *, preset: Preset | None = None,
+                              compile_backend: str | None = None) -> StrSRGenerator:  # fmt: skip
+    """The generator as inference runs it: `build_generator(spec)`, the LoRA merged into the base weights (what the
+    benchmark times is what users run, and quantised weights take no adapter), then `spec.quantize` (torchao, the
+    DiT's linear layers but the high-precision ones) and `spec.compile` (each repeated DiT block through
+    torch.compile with static shapes, `compile_backend` default inductor). Devices that cannot run the quantisation
+    (fp8 needs compute capability 8.9+) are refused before anything is built."""
+    from strsr.model.quantize import check_quantize_supported, quantize_transformer
+
+    check_quantize_supported(spec.quantize, resolve_device(spec.device))
+    model = build_generator(spec.replace(quantize="none", compile=False), preset=preset)
+    model.requires_grad_(False)
+    model.transformer = merge_lora(model.transformer)
+    quantize_transformer(model.transformer, spec.quantize)
+    if spec.compile:
+        from strsr.model.compilation import DEFAULT_BACKEND, compile_blocks
+
+        compile_blocks(model.transformer, backend=compile_backend or DEFAULT_BACKEND)
+    return model
+
+
 def _vlm_conditioning(preset: Preset, spec: ModelSpec, *, dtype, device) -> VLMConditioning:
     encoder = None
     if spec.vlm_width is None:
-        if spec.vlm is None:
-            raise SpecError("VLM conditioning needs a local Qwen3-VL folder: pass --vlm DIR (or --conditioning "
-                            "text|none)")  # fmt: skip
         # the VLM only reads images: its features are cast to the adapter, which trains in float32
         encoder = VLMEncoder.from_pretrained(spec.vlm, dtype=dtype, device=device,
                                              prompt=spec.prompt or DEFAULT_VLM_PROMPT)  # fmt: skip
