@@ -1,24 +1,33 @@
 """Periodic-artifact score: how strongly an image carries a grid of a given period, in dB over its local spectrum.
 
 One-step DiT super-resolution leaves grid-like artifacts whose period in pixels is the DiT token patch times the VAE
-factor (16 px for FLUX.2 klein and Z-Image: 2 x 8), from high-frequency spectral leakage (StrSR paper, Sec. 3.3 and
-Fig. 6). A pattern that repeats every `period` pixels has all its energy on the lattice of frequencies (u, v) / period
-cycles per pixel; a natural image has a broad spectrum that is smooth around those points. So, per window:
+factor (16 px for FLUX.2 klein and Z-Image: 2 x 8; 8 px for the tiny DiT), from high-frequency spectral leakage
+(StrSR paper, Sec. 3.3 and Fig. 6). A pattern that repeats every `period` pixels has all its energy on the lattice of
+frequencies (u, v) / period cycles per pixel; a natural image has a broad spectrum that is smooth around those points.
+So, per half-overlapping window (side `n`, a multiple of `period`, so that every lattice frequency falls exactly on a
+DFT bin, `n / period` bins apart):
 
-1. luminance (BT.601), mean removed, times a 2-D periodic Hann window (so window edges do not leak a bright cross
-   through the axes of the spectrum); the window side `n` is a multiple of `period`, which puts every lattice
-   frequency exactly on a DFT bin, `n / period` bins apart;
-2. power spectrum |FFT|^2; each lattice point's *peak* is the mean power over its 3x3 bins (the Hann main lobe of a
-   bin-aligned sinusoid is 3 bins wide), its *background* the mean power over the ring of bins 2 to 4 away
-   (Chebyshev distance), which stays clear of the neighbouring peaks for n / period >= 8;
-3. the window's score is the mean over the lattice points (DC excluded) of 10 log10(peak / background).
+1. luminance (BT.601), mean removed, times a 2-D periodic Hann window (no bright cross from the window's edges);
+2. log power spectrum, 10 log10(|FFT|^2 + floor); the floor is the power of white noise of `NOISE_FLOOR_LEVELS`
+   8-bit levels RMS: spectral detail fainter than that is not a grid a viewer sees (it also absorbs 8-bit rounding
+   and the faint period-4 residue of bicubic x4 upscaling, which sits on the 8- and 16-px lattices);
+3. at each lattice point (DC excluded): the lattice bin's log power minus the mean log power of the ring of bins 2 to
+   4 away (Chebyshev distance; clear of the harmonic's 3-bin Hann lobe and of the neighbouring lattice points). Log
+   means on both sides make the null exactly 0 dB: the periodogram's chi-square bias is the same for every bin, and
+   the log of a power-law spectrum is a harmonic function whose mean over a symmetric ring is its centre value (the
+   old linear ring mean put clean photos about -0.7 dB below, bicubic upscales -1.8 dB).
 
-The image's score is the mean over half-overlapping windows. A bin-aligned periodic pattern adds the same power to a
-peak whatever its position (its phase), so the score is phase-invariant; a broad spectrum gives peak ~ background,
-so clean photographs sit at a floor slightly below 0 dB (about -0.9 to -0.5 dB on scikit-image's photos; smooth
-bicubic upscales about -2 to -1 dB), and a pattern far below what PSNR registers (1/255 in amplitude) already
-moves it by about a dB. Against a ground truth, `grid_artifact_scores` subtracts the GT's own score, which removes
-whatever periodic content the scene really has (brick walls, JPEG's 8-px blocks that land on the 16-px lattice).
+The per-point excess is averaged over the windows (each window weighs the same: one patch of real periodic texture
+moves it little), and the image's score is the strongest lattice point's excess. A grid is seen by its strongest
+harmonic: the previous score averaged the ratio over all period^2 - 1 lattice points, so a grid concentrated on a
+few points (one cosine puts its energy on 2 of 255) was diluted to a fraction of a dB. The maximum of many noisy
+points sets a floor of a few dB on clean photos (about 1.5 to 3 dB for 16 px, 0.5 to 2.5 dB for 8 px on
+scikit-image's photos; bicubic x4 upscales 2.5 to 5 dB); a grid of +-1 8-bit level already moves it, +-8 levels by
+over 9 dB, whatever its shape. A bin-aligned periodic pattern puts the same power in its bins whatever its position,
+so the score is phase-invariant. Against a ground truth, `grid_artifact_scores` subtracts the GT's own score, which
+removes whatever periodic content the scene really has (brick walls, JPEG's 8-px blocks on the 8- and 16-px lattices).
+An aperiodic mosaic (random per-block offsets) has no energy at the lattice (its sinc^2 spectrum is zero there) and is
+not what this score measures.
 
 Works on any device, batched; cheap enough to log during training (see `grid_artifact_score`).
 """
@@ -32,11 +41,11 @@ from strsr.io.images import BT601_LUMA
 
 __all__ = ["artifact_period", "grid_artifact_score", "grid_artifact_scores", "window_size"]
 
-PEAK_RADIUS = 1  # 3x3 bins: the main lobe of a Hann-windowed, bin-aligned sinusoid
-RING_RADIUS = 4  # background ring: bins 2..4 away from the peak
-MIN_PERIODS = RING_RADIUS * 2  # lattice points must sit >= 8 bins apart so rings never touch a neighbouring peak
+LOBE_RADIUS = 1  # a Hann-windowed, bin-aligned sinusoid spreads over 3x3 bins: the ring starts outside them
+RING_RADIUS = 4  # background ring: bins 2..4 away from the lattice bin
+MIN_PERIODS = RING_RADIUS * 2  # lattice points must sit >= 8 bins apart so rings never touch a neighbouring lobe
 DEFAULT_PERIODS = 8  # window side in periods (128 px for a 16-px grid)
-_EPS = 1e-10  # relative to the window's mean power: a flat window scores 0 dB, a pure grid at most 100 dB
+NOISE_FLOOR_LEVELS = 2.0  # RMS, in 8-bit levels, of the white noise whose power floors every bin (visibility)
 
 
 def artifact_period(preset) -> int:
@@ -79,26 +88,27 @@ def _windows(luma: torch.Tensor, side: int) -> torch.Tensor:
     return tiles.reshape(luma.shape[0], -1, side, side)
 
 
-def _lattice_ratios_db(windows: torch.Tensor, period: int) -> torch.Tensor:
-    """(B, K, n, n) windows -> (B, K, L) peak-to-background ratios in dB at the L = (n/period)^2 - 1 lattice points."""
+def _lattice_excess_db(windows: torch.Tensor, period: int) -> torch.Tensor:
+    """(B, K, n, n) windows -> (B, K, L) excess of each of the L = period^2 - 1 lattice bins over its ring, in dB."""
     batch, count, n, _ = windows.shape
     hann = torch.hann_window(n, periodic=True, dtype=windows.dtype, device=windows.device)
     centred = windows - windows.mean(dim=(-2, -1), keepdim=True)
     power = torch.fft.fft2(centred * hann[:, None] * hann[None, :]).abs().square()  # (B, K, n, n)
-    # Box sums on the circular spectrum (DFT bins wrap around), as mean pools over a circularly padded copy.
-    padded = F.pad(power.reshape(batch * count, 1, n, n), (RING_RADIUS,) * 4, mode="circular")
-    inner = 2 * PEAK_RADIUS + 1
+    # white noise of variance s^2 has E|FFT|^2 = s^2 * sum(w^2) for a window w (here the 2-D Hann, separable)
+    floor = (NOISE_FLOOR_LEVELS / 255) ** 2 * float(hann.square().sum()) ** 2
+    log_power = 10 * torch.log10(power + floor).reshape(batch * count, 1, n, n)
+    # Box means on the circular spectrum (DFT bins wrap around), as mean pools over a circularly padded copy.
+    padded = F.pad(log_power, (RING_RADIUS,) * 4, mode="circular")
+    inner = 2 * LOBE_RADIUS + 1
     outer = 2 * RING_RADIUS + 1
-    offset = RING_RADIUS - PEAK_RADIUS
-    peak = F.avg_pool2d(padded, inner, stride=1)[..., offset:offset + n, offset:offset + n]  # (BK, 1, n, n)
-    big = F.avg_pool2d(padded, outer, stride=1)  # (BK, 1, n, n)
-    ring = ((big * outer**2 - peak * inner**2) / (outer**2 - inner**2)).clamp_min(0)  # rounding can dip below 0
+    offset = RING_RADIUS - LOBE_RADIUS
+    lobe = F.avg_pool2d(padded, inner, stride=1)[..., offset:offset + n, offset:offset + n]  # (BK, 1, n, n)
+    box = F.avg_pool2d(padded, outer, stride=1)  # (BK, 1, n, n)
+    ring = (box * outer**2 - lobe * inner**2) / (outer**2 - inner**2)
     step = n // period
     index = torch.arange(0, n, step, device=windows.device)
-    peak = peak[..., index[:, None], index[None, :]].reshape(batch, count, -1)[..., 1:]  # drop DC, (B, K, L)
-    ring = ring[..., index[:, None], index[None, :]].reshape(batch, count, -1)[..., 1:]
-    eps = _EPS * power.mean(dim=(-2, -1)).reshape(batch, count, 1) + torch.finfo(power.dtype).tiny
-    return 10 * torch.log10((peak + eps) / (ring + eps))
+    excess = (log_power - ring)[..., index[:, None], index[None, :]]  # (BK, 1, period, period)
+    return excess.reshape(batch, count, -1)[..., 1:]  # drop DC
 
 
 @torch.no_grad()
@@ -106,12 +116,13 @@ def grid_artifact_score(images: torch.Tensor, period: int = 16, periods: int = D
     """Periodic-artifact score of each image, in dB; higher means a stronger `period`-px grid.
 
     images: (B, 3, H, W), (3, H, W), (B, 1, H, W) or (H, W), float in [0, 1], any device; sides of at least
-    8 periods. Returns (B,) float64 on the images' device. `periods` sets the window side (default 8 periods).
+    8 periods. Returns (B,) float64 on the images' device: the strongest lattice point's excess over its local
+    spectrum, averaged over windows. `periods` sets the window side (default 8 periods).
     """
     luma = _luminance(images)
     side = window_size(luma.shape[-2], luma.shape[-1], period, periods)
-    ratios = _lattice_ratios_db(_windows(luma, side), period)  # (B, K, L)
-    return ratios.mean(dim=(1, 2))
+    excess = _lattice_excess_db(_windows(luma, side), period)  # (B, K, L)
+    return excess.mean(dim=1).amax(dim=1)
 
 
 def grid_artifact_scores(pred: torch.Tensor, gt: torch.Tensor | None = None,
