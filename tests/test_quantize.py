@@ -167,3 +167,28 @@ def test_every_inference_entry_point_builds_through_build_inference_generator(tm
         upscale_main([str(image), "-o", str(tmp_path / "out"), "--device", "cpu", "--quantize", "int8-weight"])
     assert [s.preset for s in specs] == ["tiny"] * 4
     assert specs[-1].quantize == "int8-weight"
+
+
+def test_fp8_on_cpu_through_strsr_upscale_is_exit_2_with_one_line(tmp_path, caplog):
+    from PIL import Image
+
+    from strsr.inference.cli import main as upscale_main
+
+    image = tmp_path / "in.png"
+    Image.fromarray(data.astronaut()[:16, :16]).save(image)
+    code = upscale_main([str(image), "-o", str(tmp_path / "out"), "--device", "cpu", "--quantize", "fp8"])
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("--quantize fp8 needs") and "\n" not in errors[0]
+    assert not (tmp_path / "out" / "in.png").exists()
+
+
+def test_strsr_export_refuses_pytorch_only_options(tmp_path):
+    from strsr.export.cli import parse as export_parse
+    from strsr.export.exporter import export
+
+    for flag in (["--quantize", "int8-weight"], ["--compile"]):
+        spec = export_parse(["-o", str(tmp_path / "export"), "--preset", "tiny", "--device", "cpu", *flag])
+        with pytest.raises(SpecError, match="strsr-export: --quantize and --compile are for PyTorch inference"):
+            export(spec)
+    assert not (tmp_path / "export").exists()
