@@ -27,6 +27,7 @@ from strsr.spec import ROUNDING_MODES, HelpFormatter, ModelSpec
 log = logging.getLogger("strsr")
 
 RUNTIMES = ("torch", "onnx", "trt")
+OFFLOAD_MODES = ("none", "model", "sequential")  # strsr.inference.diffusers_pipeline.OFFLOAD_MODES, without torch
 
 
 def sample_image() -> Path:
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--manifest", type=Path, help="write a JSON record of the run (inputs, outputs, settings, "
                                                    "seconds per image) to this file")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
+                     help="keep weights in CPU memory and move them to the GPU as they run (StrSRPipeline): model "
+                          "moves one model at a time (the VLM leaves before the DiT runs), sequential one layer at a "
+                          "time (least memory, slowest)")  # fmt: skip
     exported = p.add_argument_group("exported runtimes")
     exported.add_argument("--runtime", default="torch", choices=RUNTIMES,
                           help="torch (the PyTorch model); onnx or trt: an strsr-export folder in ONNX Runtime or "
@@ -117,7 +122,7 @@ def _failure(source: Path, err: Exception, image_error: type) -> str:
 
 def _settings(args, spec: ModelSpec, options: OutputOptions) -> dict:
     return {"model": spec, "output": options, "tile": args.tile, "overlap": args.overlap, "runtime": args.runtime,
-            "engine_dir": args.engine_dir, "overwrite": args.overwrite,
+            "engine_dir": args.engine_dir, "offload": args.offload, "overwrite": args.overwrite,
             "world_size": int(os.environ.get("WORLD_SIZE", 1))}  # fmt: skip
 
 
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                                 resize_filter=args.resize_filter)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
+    if args.offload != "none" and args.runtime != "torch":
+        parser.error(f"--offload {args.offload} is for --runtime torch (exported engines manage their own memory)")
     if args.runtime != "torch" and args.engine_dir is None:
         parser.error(f"--runtime {args.runtime} needs --engine-dir (a strsr-export output folder)")
     from tqdm import tqdm
@@ -175,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 upscaler = SuperResolver.from_export(args.engine_dir, spec, runtime=args.runtime, tile=args.tile,
                                                      overlap=args.overlap, cuda_graph=args.cuda_graph,
                                                      verify=args.verify)  # fmt: skip
+            elif args.offload != "none":
+                from strsr.inference.diffusers_pipeline import StrSRPipeline
+
+                upscaler = StrSRPipeline.from_spec(spec, tile=args.tile, overlap=args.overlap, offload=args.offload)
             else:
                 upscaler = SuperResolver.from_spec(spec, tile=args.tile, overlap=args.overlap)
         except (CheckpointError, FileNotFoundError, ValueError) as err:
