@@ -13,8 +13,8 @@ DFT bin, `n / period` bins apart):
    and the faint period-4 residue of bicubic x4 upscaling, which sits on the 8- and 16-px lattices);
 3. at each lattice point (DC excluded): the lattice bin's log power minus the mean log power of the ring of bins 2 to
    4 away (Chebyshev distance; clear of the harmonic's 3-bin Hann lobe and of the neighbouring lattice points). Log
-   means on both sides make the null exactly 0 dB: the periodogram's chi-square bias is the same for every bin, and
-   the log of a power-law spectrum is a harmonic function whose mean over a symmetric ring is its centre value (the
+   means on both sides centre the null on 0 dB: the periodogram's chi-square bias is the same for every bin, and
+   the log of a power-law spectrum is a harmonic function, whose mean over a symmetric ring is its centre value (the
    old linear ring mean put clean photos about -0.7 dB below, bicubic upscales -1.8 dB).
 
 The per-point excess is averaged over the windows (each window weighs the same: one patch of real periodic texture
@@ -24,10 +24,14 @@ few points (one cosine puts its energy on 2 of 255) was diluted to a fraction of
 points sets a floor of a few dB on clean photos (about 1.5 to 3 dB for 16 px, 0.5 to 2.5 dB for 8 px on
 scikit-image's photos; bicubic x4 upscales 2.5 to 5 dB); a grid of +-1 8-bit level already moves it, +-8 levels by
 over 9 dB, whatever its shape. A bin-aligned periodic pattern puts the same power in its bins whatever its position,
-so the score is phase-invariant. Against a ground truth, `grid_artifact_scores` subtracts the GT's own score, which
-removes whatever periodic content the scene really has (brick walls, JPEG's 8-px blocks on the 8- and 16-px lattices).
+so the score is phase-invariant (on a photo up to the cross terms with the photo's own content at those bins: a
+single harmonic's score moves by up to a fifth of its rise with the shift, a many-harmonic tile's by a few percent).
+Against a ground truth, `grid_artifact_scores` subtracts the GT's own score (its strongest point, not point by point),
+which removes whatever periodic content the scene really has (brick walls, JPEG's 8-px blocks on the 8- and 16-px
+lattices).
 An aperiodic mosaic (random per-block offsets) has no energy at the lattice (its sinc^2 spectrum is zero there) and is
-not what this score measures.
+not what this score measures; the same statistic on the gradient magnitude would see its seams, but also the period-4
+structure of every bicubic x4 upscale (6 to 10 dB, above a +-8-level mosaic's 7 to 9 dB), so it is left out.
 
 Works on any device, batched; cheap enough to log during training (see `grid_artifact_score`).
 """
