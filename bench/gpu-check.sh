@@ -13,13 +13,15 @@
 # step does not stop the others (the script exits 1 at the end).
 #
 # The GPU machine has torch 2.11, triton 3.6, transformers, peft and onnx, but not these; carry their wheels in
-# .whl/ (gitignored), e.g. `pip download --no-deps -d .whl <name>==<version> ...` on a machine with an index:
-#   diffusers==0.42.1          the backbones (FLUX.2 klein, Z-Image) and their VAEs
-#   importlib_metadata==10.2.0 diffusers' dependency (and zipp==4.1.2, its own)
-#   torchao==0.18.0            --quantize fp8 / int8-weight
-#   pytest==9.2.0              the kernel tests (with iniconfig and pluggy, if the machine lacks them)
-# diffusers' other dependencies (filelock, huggingface-hub, numpy, Pillow, regex, requests, safetensors) come with
-# transformers; strsr itself is installed from this tree (`pip install --no-deps -e .`).
+# .whl/ (gitignored), e.g. `pip download --no-deps -d .whl <name>==<version> ...` on a machine with an index. The
+# versions are the ones strsr is tested with (this repo's venv); they are installed with --no-deps:
+#   diffusers==0.42.1           the backbones (FLUX.2 klein, Z-Image) and their VAEs
+#   importlib_metadata==10.2.0  diffusers' dependency, with zipp==4.1.2 and lazy-importer==0.1.0
+#   torchao==0.18.0             --quantize fp8 / int8-weight
+#   pytest==9.2.0               the kernel tests, with iniconfig==2.3.1, pluggy==1.7.0, pygments==2.21.0 if missing
+# diffusers' other dependencies come with transformers; carry these too where the machine's are older than
+# diffusers 0.42.1 asks: huggingface_hub==2.4.0 (>=1.32), safetensors==0.8.0 (>=0.8), Pillow==12.3.0. strsr itself
+# is installed from this tree (`pip install --no-deps -e .`).
 #
 #   bash bench/gpu-check.sh [--wheels DIR]   on the GPU machine (DIR default .whl; absent: nothing installed)
 #   bash bench/gpu-check.sh --dry-run        on any machine: every command, module, test file and flag it would
@@ -81,9 +83,10 @@ assert spec.mode == "none", f"random weights should not need --vlm, got conditio
     device=dry-run
 else
     if [[ -d $wheels ]] && compgen -G "$wheels/*.whl" >/dev/null; then
-        step install-wheels 45 "$PY" -m pip install -q --no-index --no-deps "$wheels"/*.whl
+        step install-wheels 40 "$PY" -m pip install -q --no-index --no-deps "$wheels"/*.whl
     fi
-    step install-strsr 45 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+    step install-strsr 40 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+    step imports 20 "$PY" -c 'import diffusers, pytest, torchao, triton; import strsr.model.build, strsr.bench.cli'
     results=bench/results
     mkdir -p "$results"
     device=$("$PY" -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()))') \
@@ -102,7 +105,7 @@ env = {"gpu": torch.cuda.get_device_name(), "capability": ".".join(map(str, torc
 json.dump(env, open(sys.argv[1], "w"), indent=2)
 print(env)
 EOF
-    step kernel-tests 110 env STRSR_TEST_ON_GPU=1 "$PY" -m pytest -q --import-mode=importlib -p no:cacheprovider \
+    step kernel-tests 100 env STRSR_TEST_ON_GPU=1 "$PY" -m pytest -q --import-mode=importlib -p no:cacheprovider \
         --junitxml "$results/$device-kernel-tests.xml" "${KERNEL_TESTS[@]}"
     "$PY" - "$results/$device-kernel-tests.xml" "$results/$device-kernel-tests.json" <<'EOF'
 import json, sys
