@@ -66,7 +66,8 @@ def export(spec: ExportSpec) -> dict:
         raise SpecError("strsr-export: --quantize and --compile are for PyTorch inference; exported graphs take "
                         "--precision fp16|fp8 (TensorRT compiles them itself)")  # fmt: skip
     # the inference model: LoRA folded into the weights, so the graphs carry no adapter branches
-    model = build_inference_generator(spec.model.replace(precision=_MODEL_PRECISION[spec.precision]))
+    model = build_inference_generator(spec.model.replace(precision=_MODEL_PRECISION[spec.precision],
+                                                        lora_mode="merged"))
     spec.output.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, "preset": spec.model.preset, "precision": spec.precision, "opset": OPSET,
            "attention_op": spec.attention_op,

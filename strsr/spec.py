@@ -28,6 +28,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # PyTorch inference with torchao: row-wise FP8 activations and weights (GPUs of compute capability 8.9+), int8
 # weights with high-precision math (any device), or none.
 QUANTIZE_MODES = ("none", "int8-weight", "fp8")
+# LoRA at inference: folded into the base weights (no adapter matmuls: 1/6 fewer DiT linear FLOPs at rank 256 on
+# FLUX.2 klein's 3072-wide layers), or kept beside them as the official scripts run it (their images bit for bit;
+# merged differs from them by float rounding, 3e-7 in [-1, 1] on the tiny preset).
+LORA_MODES = ("merged", "unmerged")
 # How [0, 1] floats become integer samples: floor is what the official scripts write (torchvision's ToPILImage).
 ROUNDING_MODES = ("floor", "nearest")
 _DEVICE = re.compile(r"^(auto|cpu|meta|cuda(:\d+)?)$")  # meta: shapes only, no memory (conversion, FLOP counts)
@@ -78,6 +82,7 @@ class ModelSpec:
     # inference only (strsr.model.build.build_inference_generator; training builds the unmerged model):
     compile: bool = False  # torch.compile the DiT's repeated blocks, static shapes
     quantize: str = "none"  # QUANTIZE_MODES, of the DiT's linear layers after the LoRA is merged
+    lora_mode: str = "merged"  # LORA_MODES
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -88,7 +93,8 @@ class ModelSpec:
                 object.__setattr__(self, name, Path(value))
         choices = {"conditioning": (self.conditioning, (*CONDITIONING_MODES, None)),
                    "latent": (self.latent, LATENT_MODES), "attention": (self.attention, ATTENTION_KERNELS),
-                   "precision": (self.precision, PRECISIONS), "quantize": (self.quantize, QUANTIZE_MODES)}  # fmt: skip
+                   "precision": (self.precision, PRECISIONS), "quantize": (self.quantize, QUANTIZE_MODES),
+                   "lora-mode": (self.lora_mode, LORA_MODES)}  # fmt: skip
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 shown = ", ".join(a for a in allowed if a is not None)
@@ -98,6 +104,8 @@ class ModelSpec:
             raise SpecError(f"--lora-rank {self.lora_rank}: must be 0 (the whole transformer) or positive")
         if self.random_weights and self.pretrained is not None:
             raise SpecError("--random-weights and --pretrained exclude each other")
+        if self.quantize != "none" and self.lora_mode != "merged":
+            raise SpecError(f"--quantize {self.quantize} needs --lora-mode merged (quantised weights take no adapter)")
         if self.vlm_width is not None and self.vlm_width <= 0:
             raise SpecError(f"vlm_width {self.vlm_width}: must be positive")
 
@@ -152,6 +160,10 @@ class ModelSpec:
                             "and weights, GPUs of compute capability 8.9+) or int8-weight (int8 weights, any device) "
                             "for the DiT's linear layers; embedders, modulation and output layers stay in the model "
                             "precision")  # fmt: skip
+        g.add_argument("--lora-mode", default="merged", choices=LORA_MODES,
+                       help="PyTorch inference: the LoRA merged into the base weights (faster), or unmerged beside "
+                            "them as the official scripts run it (their images bit for bit; merged differs by float "
+                            "rounding)")  # fmt: skip
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides) -> ModelSpec:

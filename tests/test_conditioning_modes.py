@@ -139,7 +139,8 @@ def test_official_checkpoint_folder_loads_by_detection(tiny_vlm_dir, randomise_l
     torch.nn.init.normal_(model.conditioning.adapter[2].weight, std=0.05)
     save_official_checkpoint(model, tmp_path / "StrSR-tiny")
     loaded = SuperResolver.from_preset("tiny", conditioning="vlm", vlm=tiny_vlm_dir,
-                                       checkpoint=tmp_path / "StrSR-tiny", device="cpu", seed=1)  # fmt: skip
+                                       checkpoint=tmp_path / "StrSR-tiny", device="cpu", seed=1,
+                                       lora_mode="unmerged")  # bit for bit: the adapters as trained  # fmt: skip
     lr = _lr_tensor()
     reference = SuperResolver(model, tile=1024).upscale_tensor(lr)
     assert torch.equal(loaded.upscale_tensor(lr), reference)

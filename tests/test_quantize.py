@@ -131,6 +131,17 @@ def test_merged_lora_inference_equals_the_unmerged_model(tmp_path, randomise_lor
     # fp32: only the summation order differs (x (W + BA) vs x W + (x A) B); measured 3.0e-7
     assert diff <= 1e-5, diff
     assert (no_lora - unmerged).abs().max().item() > 1e-3  # the adapter changes the output (0.073): a real check
+    # --lora-mode unmerged: the adapters stay beside the base, as the official scripts run them: bit for bit
+    kept = SuperResolver.from_spec(spec.replace(lora_mode="unmerged"))
+    assert any("lora" in name for name, _ in kept.model.transformer.named_parameters())
+    assert torch.equal(kept.upscale_tensor(lr), unmerged)
+
+
+def test_quantising_needs_the_merged_lora_mode():
+    with pytest.raises(SpecError, match="--quantize int8-weight needs --lora-mode merged"):
+        ModelSpec(preset="tiny", quantize="int8-weight", lora_mode="unmerged")
+    with pytest.raises(SpecError, match="--lora-mode 'folded': choose from merged, unmerged"):
+        ModelSpec(preset="tiny", lora_mode="folded")
 
 
 def test_every_inference_entry_point_builds_through_build_inference_generator(tmp_path, monkeypatch):

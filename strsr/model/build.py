@@ -139,7 +139,8 @@ def check_conditioning_inputs(spec: ModelSpec, preset: Preset) -> None:
 def build_inference_generator(spec: ModelSpec, *, preset: Preset | None = None,
                               compile_backend: str | None = None) -> StrSRGenerator:  # fmt: skip
     """The generator as inference runs it: `build_generator(spec)`, the LoRA merged into the base weights (what the
-    benchmark times is what users run, and quantised weights take no adapter), then `spec.quantize` (torchao, the
+    benchmark times is what users run, and quantised weights take no adapter; `lora_mode="unmerged"` keeps it beside
+    them, as the official scripts run it), then `spec.quantize` (torchao, the
     DiT's linear layers but the high-precision ones) and `spec.compile` (each repeated DiT block through
     torch.compile with static shapes, `compile_backend` default inductor). Devices that cannot run the quantisation
     (fp8 needs compute capability 8.9+) are refused before anything is built."""
@@ -148,7 +149,8 @@ def build_inference_generator(spec: ModelSpec, *, preset: Preset | None = None,
     check_quantize_supported(spec.quantize, resolve_device(spec.device))
     model = build_generator(spec.replace(quantize="none", compile=False), preset=preset)
     model.requires_grad_(False)
-    model.transformer = merge_lora(model.transformer)
+    if spec.lora_mode == "merged":
+        model.transformer = merge_lora(model.transformer)
     quantize_transformer(model.transformer, spec.quantize)
     if spec.compile:
         from strsr.model.compilation import DEFAULT_BACKEND, compile_blocks
