@@ -8,7 +8,7 @@ choice is stated), so every metric runs with pyiqa's defaults, on full images, i
 * LPIPS: AlexNet, v0.1; DISTS: VGG16;
 * NIQE: Y channel, no crop border; MANIQA: KonIQ-10k weights; MUSIQ: KonIQ-10k weights; QAlign: quality task;
   QualiCLIP: the base (not "+") model on CLIP RN50;
-* grid16: `strsr.grid_artifacts.grid_artifact_score` with a 16-px period; with a ground truth also
+* grid16: `strsr.evaluation.grid_artifacts.grid_artifact_scores` with a 16-px period; with a ground truth also
   ``grid16-gt``, the prediction's score minus the GT's.
 
 Any other pyiqa metric name works too; its direction and FR/NR kind come from pyiqa's own table.
