@@ -176,7 +176,7 @@ def test_lora_is_saved_in_the_diffusers_format_and_load_lora_weights_reads_it(tm
     checkpoint = save_generator(model, tmp_path / "lora.safetensors")
     spec = ModelSpec(preset="tiny", random_weights=True, checkpoint=checkpoint, device="cpu")
     image = load_image(photo_file)
-    pipe = StrSRPipeline.from_spec(spec, merge_lora=False)
+    pipe = StrSRPipeline.from_spec(spec.replace(lora_mode="unmerged"))
     assert pipe.get_list_adapters() == {"transformer": ["strsr"]}
     want = _samples(pipe, image)
 

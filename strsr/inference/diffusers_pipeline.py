@@ -104,15 +104,15 @@ class StrSRPipeline(DiffusionPipeline, Flux2LoraLoaderMixin):
     # ------------------------------------------------------------------------------------------- building
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, *, tile: int | None = None, overlap: int = 64, merge_lora: bool = True,
+    def from_spec(cls, spec: ModelSpec, *, tile: int | None = None, overlap: int = 64,
                   offload: str = "none") -> StrSRPipeline:  # fmt: skip
-        """The pipeline of the generator `spec` describes. `merge_lora` True builds exactly what strsr-upscale and
-        `SuperResolver.from_spec` run (`build_inference_generator`: LoRA merged, then --quantize/--compile); False
-        keeps the base transformer and loads the LoRA as the diffusers adapter "strsr", so `save_pretrained` writes
-        it as a LoRA file (no --quantize/--compile then). `offload` "model" or "sequential" (strsr-upscale's
+        """The pipeline of the generator `spec` describes: exactly what strsr-upscale and `SuperResolver.from_spec`
+        run (`build_inference_generator`: with `spec.lora_mode` "merged" the LoRA merged, then --quantize/--compile);
+        with "unmerged" the base transformer keeps the LoRA as the diffusers adapter "strsr", so `save_pretrained`
+        writes it as a LoRA file. `offload` "model" or "sequential" (strsr-upscale's
         --offload) builds the weights in CPU memory, in the precision the GPU would get, and offloads them to the
         spec's GPU (with --quantize they are built on the GPU, where torchao quantises them, then offloaded)."""
-        from strsr.model.build import build_generator, build_inference_generator, checkpoint_for, resolve_device
+        from strsr.model.build import build_inference_generator, checkpoint_for, resolve_device
 
         if offload not in OFFLOAD_MODES:
             raise SpecError(f"--offload {offload!r}: choose from {', '.join(OFFLOAD_MODES)}")
@@ -125,7 +125,7 @@ class StrSRPipeline(DiffusionPipeline, Flux2LoraLoaderMixin):
             if spec.quantize == "none":
                 precision = "bf16" if spec.precision == "auto" else spec.precision  # auto on a GPU
                 spec = spec.replace(device="cpu", precision=precision)
-        model = build_inference_generator(spec) if merge_lora else build_generator(spec)
+        model = build_inference_generator(spec)
         transformer, lora = _split_lora(model.transformer)
         encoder = model.conditioning.encoder if model.image_conditioned else None
         pipe = cls(transformer=transformer, vae=model.vae, conditioning=conditioning_model(model.conditioning),
