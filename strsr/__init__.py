@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # Public names resolve lazily, so `import strsr` stays cheap (no diffusers/transformers import until used).
 _EXPORTS = {
     "SuperResolver": "strsr.inference.pipeline",
+    "StrSRPipeline": "strsr.inference.diffusers_pipeline",
     "StrSRGenerator": "strsr.model.generator",
     "build_generator": "strsr.model.build",
     "ModelSpec": "strsr.spec",
