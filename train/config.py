@@ -20,6 +20,23 @@ from strsr.io.atomic import write_json
 from strsr.spec import ModelSpec
 from strsr.train import RECIPES
 
+IMAGE_SOURCES = ("pip", "debian")
+
+
+@dataclass
+class TrainingImage:
+    """One training photo that an installable package ships, pinned by the sha256 of its file.
+
+    source "pip": `path` is relative to the installed distribution `package` (importlib.metadata's
+    `locate_file`, e.g. scikit-image's "skimage/data/astronaut.png"); "debian": `path` is absolute and the Debian
+    package `package` installs it. A missing file or another sha256 stops the run before training starts.
+    """
+
+    path: str
+    sha256: str
+    package: str
+    source: str = "pip"
+
 
 @dataclass
 class DataConfig:
@@ -27,6 +44,8 @@ class DataConfig:
     file_lists: list[str] = field(default_factory=list)  # JSONL files, one {"path": ...} object per line
     path_key: str = "path"
     skimage_images: list[str] = field(default_factory=list)  # photos shipped with scikit-image, by name
+    images: list[TrainingImage] = field(default_factory=list)  # pinned package files ([[data.images]] tables)
+    max_short_side: int | None = None  # larger photos are first resized to this short side (the official resize)
     resolution: int = 1024  # HR crop side
     crop: str = "center"  # "center", "random" (the official resize-then-crop rules) or "patch" (see strsr.train.data)
     flip: bool = False  # random horizontal flips (the official runs have none)
@@ -46,13 +65,14 @@ class LossConfig:
     fdl_input_range: str = "raw"
     fdl_seed: int = 0
     fdl_num_proj: int = 256
+    fdl_batch: int | None = None  # FDL on the first N images of each batch only (its CPU cost); None: all of them
     vgg16_weights: str | None = None  # LPIPS backbone (torchvision VGG16 state dict)
     vgg19_weights: str | None = None  # FDL feature extractor (torchvision VGG19 state dict)
 
 
 @dataclass
 class DiscriminatorConfig:
-    model: str = "convnext_xxlarge"  # an open_clip ConvNeXt CLIP model, or "tiny"
+    model: str = "convnext_xxlarge"  # an open_clip ConvNeXt CLIP model, "tiny" (tests) or "scratch" (no weights)
     weights: str | None = None  # local open_clip checkpoint file
 
 
@@ -78,6 +98,7 @@ class RunConfig:
     log_every: int = 10
     sample_every: int = 500
     grid_every: int = 100  # log the periodic-artifact score (grid16 in strsr-eval) every N steps; 0: never
+    tensorboard: bool = True  # also log to TensorBoard (metrics.jsonl in the run folder is always written)
     resume_from: str | None = None  # a checkpoint (or run) directory whose full state starts this run (stage 2)
     gradient_checkpointing: bool = True  # recompute the DiT's activations in the backward pass (memory for time)
     zero_init_velocity: bool = False  # zero the DiT's output projection: training starts at the bicubic result
@@ -121,10 +142,22 @@ def _coerce(value, annotation, where: str):
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(annotation):  # a table, e.g. one [[data.images]] entry
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        fields = _section_types(annotation)
+        unknown = [k for k in value if k not in fields]
+        missing = [f.name for f in dataclasses.fields(annotation)
+                   if f.name not in value and f.default is dataclasses.MISSING]  # fmt: skip
+        if unknown or missing:
+            problem = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
+            raise ConfigError(f"{where}: {problem}; keys: {', '.join(fields)}")
+        return annotation(**{k: _coerce(v, fields[k], f"{where}.{k}") for k, v in value.items()})
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        items = [_coerce(v, args[0], where) for v in value]
+        items = [_coerce(v, args[0], f"{where}[{i}]" if dataclasses.is_dataclass(args[0]) else where)
+                 for i, v in enumerate(value)]  # fmt: skip
         if origin is tuple and len(args) > 1 and args[1] is not Ellipsis and len(items) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(items)}")
         return tuple(items) if origin is tuple else items
@@ -235,7 +268,8 @@ def validate(config: TrainConfig) -> None:
                 "run.log_every": (run.log_every, 1), "run.keep_last": (run.keep_last, 1),
                 "run.sample_every": (run.sample_every, 0), "run.grid_every": (run.grid_every, 0),
                 "optim.batch_size": (optim.batch_size, 1), "data.resolution": (data.resolution, 64),
-                "loss.fdl_num_proj": (loss.fdl_num_proj, 1)}  # fmt: skip
+                "loss.fdl_num_proj": (loss.fdl_num_proj, 1),
+                **({"loss.fdl_batch": (loss.fdl_batch, 1)} if loss.fdl_batch is not None else {})}  # fmt: skip
     for key, (value, low) in at_least.items():
         if value < low:
             raise ConfigError(f"{key}={value} must be at least {low}")
@@ -255,8 +289,16 @@ def validate(config: TrainConfig) -> None:
     out = Path(run.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run.output_dir={run.output_dir}: is a file, not a folder")
-    if not (data.folders or data.file_lists or data.skimage_images):
-        raise ConfigError("no training data: set data.folders, data.file_lists or data.skimage_images")
+    if not (data.folders or data.file_lists or data.skimage_images or data.images):
+        raise ConfigError("no training data: set data.folders, data.file_lists, data.skimage_images or data.images")
+    if data.max_short_side is not None and data.max_short_side < data.resolution:
+        raise ConfigError(f"data.max_short_side={data.max_short_side} must be at least data.resolution "
+                          f"({data.resolution})")  # fmt: skip
+    for i, image in enumerate(data.images):
+        if image.source not in IMAGE_SOURCES:
+            raise ConfigError(f"data.images[{i}].source={image.source!r}; choose one of {', '.join(IMAGE_SOURCES)}")
+        if len(image.sha256) != 64 or any(ch not in "0123456789abcdef" for ch in image.sha256):
+            raise ConfigError(f"data.images[{i}].sha256 must be 64 lowercase hex digits, got {image.sha256!r}")
 
 
 def loss_weights(config: TrainConfig):

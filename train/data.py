@@ -11,6 +11,12 @@ Resizes are Pillow's BOX and BICUBIC, as the official code's. Images are turned 
 first (the official code does not), and 16-bit sources are rounded to 8 bits (Pillow's RGB conversion, which the
 official code uses, keeps their high byte).
 
+Pinned images (`data.images`): files that pip or Debian packages install, each with its sha256. Every one is
+checked before training starts: a missing file names the package to install, another sha256 names the file (a
+different package version would silently train on other pixels). With `data.max_short_side`, larger photos are
+first brought to that short side by the official resize (wallpapers of 2560-6000 px are otherwise mostly blur at
+the crop size).
+
 Sampling is a pure function of (seed, sample index): which image, which crop and whether it is flipped are derived
 from the global sample position, so a resumed run sees exactly the batches the uninterrupted run would have, with
 no loader state to save. Unreadable (or, for "patch", too small) images are skipped with a warning and counted; a
@@ -19,10 +25,12 @@ run never dies on one bad file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +38,7 @@ import torch
 from PIL import Image
 
 from strsr.io.images import ImageError, find_images, image_from_pil, load_image
-from strsr.train.config import DataConfig
+from strsr.train.config import DataConfig, TrainingImage
 
 log = logging.getLogger("strsr.train")
 
@@ -55,9 +63,54 @@ def list_sources(config: DataConfig) -> list[str]:
         sources += _read_file_list(Path(file_list), config.path_key)
     for name in config.skimage_images:
         sources.append(f"skimage:{name}")
+    sources += [str(path) for path in pinned_image_paths(config.images)]
     if not sources:
         raise DatasetError("no training images found in data.folders, data.file_lists or data.skimage_images")
     return sources
+
+
+def image_path(image: TrainingImage) -> Path:
+    """Where `image` is installed: under its pip distribution, or the absolute path its Debian package installs."""
+    if image.source == "debian":
+        return Path(image.path)
+    try:
+        return Path(metadata.distribution(image.package).locate_file(image.path))
+    except metadata.PackageNotFoundError:
+        raise DatasetError(f"training image {image.path}: the pip package {image.package} is not installed "
+                           f"(pip install {image.package})") from None  # fmt: skip
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pinned_image_paths(images: list[TrainingImage]) -> list[Path]:
+    """The files of `images`, each checked against its sha256; DatasetError naming what to install or which file
+    differs. Missing Debian files are gathered into one message with the apt-get line."""
+    paths, missing = [], {}
+    for image in images:
+        path = image_path(image)
+        if not path.is_file():
+            missing.setdefault((image.source, image.package), []).append(image.path)
+            continue
+        got = file_sha256(path)
+        if got != image.sha256:
+            raise DatasetError(f"{path}: sha256 {got} is not the recipe's {image.sha256} (another version of "
+                               f"{image.package}?)")  # fmt: skip
+        paths.append(path)
+    if missing:
+        count = sum(len(v) for v in missing.values())
+        debs = sorted(pkg for source, pkg in missing if source == "debian")
+        pips = sorted(pkg for source, pkg in missing if source == "pip")
+        how = "; ".join(part for part in (debs and f"apt-get install {' '.join(debs)}",
+                                          pips and f"pip install --force-reinstall {' '.join(pips)}") if part)
+        raise DatasetError(f"{count} training images are missing (first: {next(iter(missing.values()))[0]}); they "
+                           f"come from the packages {', '.join(debs + pips)}: {how}")  # fmt: skip
+    return paths
 
 
 def _read_file_list(path: Path, key: str) -> list[str]:
@@ -145,9 +198,17 @@ class CropSampler:
     def _image(self, source: str) -> torch.Tensor:
         if len(self.sources) <= 64:  # small sets (the tiny recipe): decode each photo once
             if source not in self._cache:
-                self._cache[source] = _load(source)
+                self._cache[source] = self._decode(source)
             return self._cache[source]
-        return _load(source)
+        return self._decode(source)
+
+    def _decode(self, source: str) -> torch.Tensor:
+        image = _load(source)
+        short = self.config.max_short_side
+        if short is None or min(image.shape[-2:]) <= short:
+            return image
+        pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+        return torch.from_numpy(np.array(resize_short_side(pil, short))).permute(2, 0, 1).contiguous()
 
     def _pick(self, slot: int, attempt: int) -> str:
         """Slot `slot` walks a fresh permutation each epoch; retries after a bad image pick at random."""

@@ -17,6 +17,7 @@ rank, stream), so a resumed run continues bit-identically.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -340,18 +341,25 @@ class Trainer:
         return bool(flag.item())
 
     def _ensure_writer(self):
-        if self.writer is None:
+        """The TensorBoard writer (imported on first use), or None when run.tensorboard is off."""
+        if self.writer is None and self.config.run.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         return self.writer
 
+    def _record(self, scalars: dict[str, float]) -> None:
+        """One line of metrics.jsonl (the step and the scalars), and the same scalars to TensorBoard."""
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **scalars}) + "\n")
+        writer = self._ensure_writer()
+        if writer is not None:
+            for key, value in scalars.items():
+                writer.add_scalar(key, value, self.step)
+
     def _log(self, logged: dict[str, float]) -> None:
-        self._ensure_writer()
-        for key, value in logged.items():
-            self.writer.add_scalar(key, value, self.step)
-        self.writer.add_scalar("lr/g", self.c.opt_g.param_groups[0]["lr"], self.step)
-        self.writer.add_scalar("data/skipped_images", self.skipped_images, self.step)
+        self._record({**logged, "lr/g": self.c.opt_g.param_groups[0]["lr"],
+                      "data/skipped_images": self.skipped_images})  # fmt: skip
 
     def _log_samples(self) -> None:
         if self.writer is None:
@@ -368,9 +376,7 @@ class Trainer:
         if min(out.shape[-2:]) < 8 * period:  # the score needs 8 periods per side
             return
         score, excess = grid_artifact_scores(out, gt, period)
-        writer = self._ensure_writer()
-        writer.add_scalar("monitor/grid", score.mean().item(), self.step)
-        writer.add_scalar("monitor/grid_excess", excess.mean().item(), self.step)
+        self._record({"monitor/grid": score.mean().item(), "monitor/grid_excess": excess.mean().item()})
 
     def train(self) -> int:
         """Run until `run.max_steps`; returns the final step. Ctrl-C saves a checkpoint and stops cleanly."""

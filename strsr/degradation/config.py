@@ -12,8 +12,9 @@ KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau
 class DegradationConfig:
     """How training LR images are made: the training recipe's `[degradation]` table.
 
-    kind "realesrgan" (the paper's) or "bicubic" (a plain antialiased x4 downscale); queue_size, the training-pair
-    pool (the official configs' 256; 0 disables it); sharpen_gt, whether the targets are USM-sharpened.
+    kind "realesrgan" (the paper's), "bicubic" (a plain antialiased x4 downscale) or "mixed" (RealESRGAN on half of
+    each batch, bicubic and bicubic + JPEG on the rest: strsr.train.components.MixedDegradation); queue_size, the
+    training-pair pool (the official configs' 256; 0 disables it); sharpen_gt, whether the targets are USM-sharpened.
     The rest are the RealESRGAN x4plus settings; field names follow its training YAML (a `2` suffix: the second
     order). Kernel probabilities are in the order of `strsr.blur_kernels.KERNEL_TYPES`; resize probabilities are
     (up, down, keep); noise sigmas are on the 0-255 scale; JPEG qualities are in (0, 100).
@@ -55,8 +56,8 @@ class DegradationConfig:
     resize_first_prob: float = 0.5  # last steps: [resize, sinc, JPEG] with this probability, else [JPEG, resize, sinc]
 
     def __post_init__(self):
-        if self.kind not in ("realesrgan", "bicubic"):
-            raise ValueError(f"kind {self.kind!r}: choose realesrgan or bicubic")
+        if self.kind not in ("realesrgan", "bicubic", "mixed"):
+            raise ValueError(f"kind {self.kind!r}: choose realesrgan, bicubic or mixed")
         if self.queue_size < 0:
             raise ValueError(f"queue_size must be at least 0, got {self.queue_size}")
         lo, hi = self.kernel_sizes

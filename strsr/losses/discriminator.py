@@ -14,6 +14,10 @@ floor((n - 2) / 2) + 1 after the conv, then floor((n' - 2) / 2) + 1: n / 4 for n
 64-multiple input side); the input side must be at least 64 px (the stride-16 map at least 4). The embedding head is
 SN Linear(1024 -> 512) -> LeakyReLU(0.2) -> SN Linear(512 -> 1). Only the heads train.
 
+`ScratchDiscriminator` ("scratch") is the tiny recipe's: the CLIP trunk's weights cannot be had offline, and a frozen
+*random* trunk (the "tiny" option, for tests) gives features that say nothing about real images, so this one keeps
+the official heads and their strides but puts them on a small conv trunk that trains from scratch with them.
+
 Spectral norm is `torch.nn.utils.spectral_norm`, as the official heads use: u and v start random (no iterations at
 construction) and every forward in train mode runs one power iteration; eval mode uses the stored vectors. The
 trainer runs one train-mode forward on real images before the first G step, as the official trainer does.
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -133,6 +136,46 @@ class CLIPConvNeXtDiscriminator(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("visual.")]
 
 
+class ScratchDiscriminator(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] -> the same list of logits as CLIPConvNeXtDiscriminator: patch maps at strides
+    4, 8 and 16 through the official heads, then a logit of a pooled embedding. The trunk (spectral-normed 3x3
+    convs, two per stage, a stride-2 one first) trains with the heads; nothing is frozen.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (48, 96, 192), embed_dim: int = 64, head_width: int = 64):
+        super().__init__()
+
+        def stage(cin: int, cout: int, downsamples: int) -> nn.Sequential:
+            layers, width = [], cin
+            for _ in range(downsamples):
+                layers += [spectral_norm(nn.Conv2d(width, cout, 3, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+                width = cout
+            return nn.Sequential(*layers, spectral_norm(nn.Conv2d(cout, cout, 3, padding=1)), nn.LeakyReLU(0.2))
+
+        c4, c8, c16 = channels
+        self.trunk = nn.ModuleList([stage(3, c4, 2), stage(c4, c8, 1), stage(c8, c16, 1)])  # strides 4, 8, 16
+        self.stage_channels = list(channels)
+        self.embed = spectral_norm(nn.Linear(c16, embed_dim))
+        self.patch_heads = nn.ModuleList(PatchHead(c, head_width) for c in channels)
+        self.embedding_head = EmbeddingHead(embed_dim, head_width)
+
+    def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        stages, x = [], images
+        for block in self.trunk:
+            x = block(x)
+            stages.append(x)
+        return stages, self.embed(x.mean(dim=(-2, -1)))  # (B, embed_dim)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        stages, embedding = self.features(images)
+        logits = [head(f) for head, f in zip(self.patch_heads, stages)]
+        return logits + [self.embedding_head(embedding)]
+
+    def head_parameters(self):
+        """Everything trains here (the name is the trainer's: the parameters D's optimiser steps)."""
+        return list(self.parameters())
+
+
 def build_discriminator(
     model: str = "convnext_xxlarge",
     weights: str | Path | None = None,
@@ -142,11 +185,19 @@ def build_discriminator(
 ) -> CLIPConvNeXtDiscriminator:
     """The discriminator on an open_clip CLIP-ConvNeXt trunk.
 
-    model:   an open_clip model name ("convnext_xxlarge") or "tiny" (a random convnext_atto trunk).
+    model:   an open_clip model name ("convnext_xxlarge"), "tiny" (a random convnext_atto trunk, for tests) or
+             "scratch" (`ScratchDiscriminator`, trained whole from scratch: the tiny recipe's).
     weights: a local open_clip checkpoint file (e.g. the laion2B-s34B-b82K-augreg-soup release); None builds random
              trunk weights (tests, or `device="meta"` to measure memory and speed without any file).
     """
     torch.manual_seed(seed)
+    if model == "scratch":
+        if weights is not None:
+            raise ValueError("the scratch discriminator trains from random weights; it takes no weights file")
+        with torch.device(device):
+            return ScratchDiscriminator()
+    import open_clip  # here, not at module level: a run without a CLIP discriminator never imports open_clip/timm
+
     if model == "tiny":
         if weights is not None:
             raise ValueError("the tiny discriminator has no pretrained weights")
