@@ -77,16 +77,16 @@ def build_generator(spec: ModelSpec, *, preset: Preset | None = None) -> StrSRGe
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.precision, device)
     conditioning = spec.mode
+    if spec.pretrained is None and not (spec.random_weights or preset.tiny):
+        raise SpecError(f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) "
+                        "or --random-weights")  # fmt: skip
     check_conditioning_inputs(spec, preset)  # before the (possibly billions of) weights are built
     if spec.pretrained is not None:
         transformer = load_transformer(preset, spec.pretrained, dtype=dtype, device=device)
         vae = load_autoencoder(preset, spec.pretrained, dtype=dtype, device=device)
-    elif spec.random_weights or preset.tiny:
+    else:
         transformer = build_transformer(preset, device=device, dtype=dtype, seed=spec.seed)
         vae = build_autoencoder(preset, device=device, dtype=dtype)
-    else:
-        raise SpecError(f"preset {preset.name!r} needs weights: pass a local diffusers folder (--pretrained DIR) "
-                        "or --random-weights")  # fmt: skip
 
     checkpoint = checkpoint_for(spec, preset)
     official = checkpoint is not None and is_official_checkpoint(checkpoint)
