@@ -115,7 +115,7 @@ def test_paper_recipes_train_what_the_official_configs_train(name):
 
 
 def test_tiny_recipe_stays_unconditioned_on_full_resolution_patches():
-    tiny = load_config("tiny")
+    tiny = load_config("tiny-bicubic")  # the old default's recipe; tiny itself: tests/test_train_tiny.py
     assert (tiny.model.preset, tiny.model.mode, tiny.data.crop, tiny.degradation.kind) == (
         "tiny", "none", "patch", "bicubic")  # fmt: skip
     assert loss_weights(tiny) == LossWeights(1.0, 0.0, 0.0, 0.0, 10.0)
