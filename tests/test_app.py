@@ -28,6 +28,8 @@ from skimage import data
 from strsr.app.jobs import RunError, Runner, Settings
 from strsr.inference.cli import main as upscale_main
 from strsr.inference.cli import sample_image
+from strsr.inference.tiling import plan_tiles
+from strsr.presets import get_preset
 from strsr.spec import ModelSpec
 
 PAGE_TIMEOUT_S = 60  # every wait in the browser tests is bounded by this
@@ -104,9 +106,10 @@ def test_app_on_the_bundled_sample_equals_the_cli_and_reports_progress(runner, r
     with Image.open(result.after) as after, Image.open(result.before) as before, Image.open(sample_image()) as lr:
         assert np.array_equal(np.asarray(after), np.asarray(theirs))
         assert np.array_equal(np.asarray(before), np.asarray(lr.convert("RGB").resize((384, 256), Image.BICUBIC)))
-    # the tiny preset's 1024-px output tile covers the 384x256 output in one tile
-    assert steps == [(0.0, "loading the model"), (0.0, "chelsea.png: tile 0/1"), (1.0, "chelsea.png: tile 1/1"),
-                     (1.0, "done")]  # fmt: skip
+    # the tiny preset's default tile plan over the 384x256 output, one step per tile
+    n = len(plan_tiles(256, 384, get_preset("tiny").default_tile, 64))
+    assert steps == [(0.0, "loading the model"), *[(pytest.approx(k / n), f"chelsea.png: tile {k}/{n}")
+                     for k in range(n + 1)], (1.0, "done")]  # fmt: skip
 
 
 def test_progress_runs_over_files_and_tiles(runner, photos):
