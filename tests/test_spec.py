@@ -33,7 +33,7 @@ def _specs(tmp_path) -> dict[str, ModelSpec]:
         "strsr-bench": bench_parse(FLAGS).model,
         "strsr-eval": eval_validate(eval_parser().parse_args(["--pred", str(tmp_path), "--metrics", "psnr", "--gt",
                                                               str(tmp_path), *FLAGS])).model,  # fmt: skip
-        "strsr-train": load_config("tiny", RECIPE).model,
+        "strsr-train": load_config("tiny-bicubic", RECIPE).model,  # a recipe that starts from no checkpoint
     }
 
 
