@@ -355,9 +355,19 @@ def test_the_page_shows_the_cli_message_for_a_bad_file(browser, server, tmp_path
     wait, upload = _open_page(browser, server["url"])
     _upload(browser, wait, upload, [bad])
     browser.find_element(By.ID, "run").click()
-    toasts = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]"))
+
+    from selenium.common.exceptions import WebDriverException
+
+    def rendered_toasts(driver):  # the toast's text is filled in after its box appears (and may be re-rendered)
+        try:
+            toasts = driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")
+            found = [(t.get_attribute("class").split()[1],
+                      t.find_element(By.CSS_SELECTOR, "[data-testid=toast-text]").text) for t in toasts]  # fmt: skip
+        except WebDriverException:
+            return False
+        return found if found and all(text for _, text in found) else False
+
+    toasts = wait.until(rendered_toasts)
     # one error toast, strsr-upscale's line for the file (no warning repeating it)
-    assert [t.get_attribute("class").split()[1] for t in toasts] == ["error"]
-    text = toasts[0].find_element(By.CSS_SELECTOR, "[data-testid=toast-text]").text
-    assert text == "bad.png: not a readable image (cannot identify image file)"
+    assert toasts == [("error", "bad.png: not a readable image (cannot identify image file)")]
     assert browser.find_elements(By.CSS_SELECTOR, "#results a[download]") == []
