@@ -145,8 +145,8 @@ class SuperResolver:
         """Run an `strsr-export` folder made for `spec.preset` in ONNX Runtime (`onnx`) or TensorRT (`trt`), with the
         same tiling and blending; `spec.vlm` is the Qwen3-VL folder a VLM-conditioned export needs (the VLM runs in
         PyTorch) and `spec.seed` seeds a sampling export's noise. `cuda_graph` (TensorRT) replays a captured graph
-        per tile shape; `verify` checks every file's sha256 against the manifest (sizes are always checked)."""
-        tile = tile or get_preset(spec.preset).default_tile
+        per tile shape; `verify` checks every file's sha256 against the manifest (sizes are always checked). `tile`
+        None is the tile the export was made for (its manifest's, as strsr-infer takes it)."""
         if runtime == "trt":
             from strsr.inference.tensorrt_runtime import TrtGenerator
 
@@ -157,6 +157,7 @@ class SuperResolver:
             generator = OnnxGenerator(engine_dir, spec.preset, vlm=spec.vlm, verify=verify)
         else:
             raise ValueError(f"unknown exported runtime {runtime!r} (onnx or trt)")
+        tile = tile or int(generator.manifest.get("tile") or get_preset(spec.preset).default_tile)
         return cls(generator, tile=tile, overlap=overlap, seed=spec.seed)
 
     @property
