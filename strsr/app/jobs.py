@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from strsr.inference.cli import _failure
-from strsr.inference.pipeline import MAX_INPUT_PIXELS, SuperResolver
-from strsr.inference.upscale import OutputOptions, upscale_loaded
+from strsr.inference.pipeline import SuperResolver
+from strsr.inference.upscale import OutputOptions, failure_line
+from strsr.inference.upscale import upscale_file as _upscale_file
 from strsr.io.images import ImageError, load_image, quantize
 from strsr.io.outputs import plan_upscale_outputs
 from strsr.model.checkpoint import CheckpointError
@@ -178,9 +178,8 @@ class Runner:
 
 def upscale_file(resolver: SuperResolver, source: Path, target: Path, options: OutputOptions,
                  on_tile: Callable[[int, int], None]) -> None:  # fmt: skip
-    """One file as strsr-upscale's per-image step writes it (`strsr.inference.cli._process`: the same loading limit,
-    the shared core `upscale_loaded`, the atomic write), reporting (tiles done, tiles in all) after each tile."""
-    image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
+    """One file as strsr-upscale writes it (`strsr.inference.upscale.upscale_file`), reporting (tiles done, tiles in
+    all) after each tile."""
     count = {"done": 0, "total": 0}
 
     def tiles(total):
@@ -190,9 +189,7 @@ def upscale_file(resolver: SuperResolver, source: Path, target: Path, options: O
             count["done"] += 1
         on_tile(count["done"], count["total"])
 
-    result = upscale_loaded(resolver, image, options, target.suffix, tiles)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result.save(target)
+    _upscale_file(resolver, source, target, options, tiles)
 
 
 def write_previews(source: Path, output: Path, folder: Path) -> tuple[Path, Path]:
@@ -215,9 +212,9 @@ def _preview(path: Path) -> Image.Image:
 
 
 def failure_message(source: Path, err: Exception) -> str:
-    """strsr-upscale's line for a failed image (its own `_failure`, so the two cannot drift apart), naming the file
-    by its uploaded name."""
-    return _named(_failure(source, err, ImageError), [source])
+    """strsr-upscale's line for a failed image (its own `failure_line`, so the two cannot drift apart), naming the
+    file by its uploaded name."""
+    return _named(failure_line(source, err), [source])
 
 
 def _named(message: str, sources: list[Path]) -> str:

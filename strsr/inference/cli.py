@@ -20,7 +20,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from strsr.inference.upscale import RESIZE_FILTERS, OutputOptions
+from strsr.inference.upscale import RESIZE_FILTERS, OutputOptions, failure_line, upscale_file
 from strsr.io.formats import EXTENSIONS
 from strsr.spec import ROUNDING_MODES, HelpFormatter, ModelSpec
 
@@ -84,14 +84,9 @@ def _rank_share(jobs: list, env=os.environ) -> list:
 
 
 def _process(upscaler, source: Path, target: Path, options: OutputOptions, quiet: bool) -> tuple[int, int]:
-    """Upscale `source` into `target`; returns the output's (width, height)."""
+    """Upscale `source` into `target` with a per-tile progress bar; returns the output's (width, height)."""
     from tqdm import tqdm
 
-    from strsr.inference.pipeline import MAX_INPUT_PIXELS
-    from strsr.inference.upscale import upscale_loaded
-    from strsr.io.images import load_image
-
-    image = load_image(source, max_pixels=MAX_INPUT_PIXELS)
     bar = None
 
     def progress(total):
@@ -102,22 +97,11 @@ def _process(upscaler, source: Path, target: Path, options: OutputOptions, quiet
             bar.update()
 
     try:
-        result = upscale_loaded(upscaler, image, options, target.suffix, progress)
+        result = upscale_file(upscaler, source, target, options, progress)
     finally:
         if bar is not None:
             bar.close()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result.save(target)
     return result.samples.shape[1], result.samples.shape[0]
-
-
-def _failure(source: Path, err: Exception, image_error: type) -> str:
-    """One line for a failed image: an image error names its file itself; a ValueError is an image the model cannot
-    take (e.g. too elongated for the VLM); a RuntimeError is e.g. out of memory on one huge image."""
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if isinstance(err, image_error):
-        return first
-    return f"{source}: failed ({first})" if isinstance(err, RuntimeError) else f"{source}: {first}"
 
 
 def _settings(args, spec: ModelSpec, options: OutputOptions) -> dict:
@@ -201,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     size = _process(upscaler, source, target, options, args.quiet)
                 except (ImageError, ValueError, RuntimeError) as err:  # report it, go on with the rest
                     failures += 1
-                    log.error("%s", _failure(source, err, ImageError))
+                    log.error("%s", failure_line(source, err))
                     manifest.add(source, target, "failed", seconds=time.perf_counter() - start,
-                                 reason=_failure(source, err, ImageError))  # fmt: skip
+                                 reason=failure_line(source, err))  # fmt: skip
                 else:
                     manifest.add(source, target, "written", seconds=time.perf_counter() - start, size=size)
                     log.info("%s -> %s", source, target)

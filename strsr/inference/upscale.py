@@ -128,6 +128,30 @@ def upscale_loaded(upscaler: Upscaler, image: LoadedImage, options: OutputOption
     return result
 
 
+def upscale_file(upscaler: Upscaler, source: Path, target: Path, options: OutputOptions, progress=None):
+    """One file through `upscale_loaded` into `target` (written atomically), as every front end writes it: loaded
+    within strsr's input pixel limit, `progress` as for `upscale_loaded`. Returns the `UpscaledImage`."""
+    from strsr.inference.pipeline import MAX_INPUT_PIXELS
+    from strsr.io.images import load_image
+
+    result = upscale_loaded(upscaler, load_image(source, max_pixels=MAX_INPUT_PIXELS), options, target.suffix,
+                            progress)  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result.save(target)
+    return result
+
+
+def failure_line(source: Path, err: Exception) -> str:
+    """One line for a failed image: an image error names its file itself; a ValueError is an image the model cannot
+    take (e.g. too elongated for the VLM); a RuntimeError is e.g. out of memory on one huge image."""
+    from strsr.io.images import ImageError
+
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, ImageError):
+        return first
+    return f"{source}: failed ({first})" if isinstance(err, RuntimeError) else f"{source}: {first}"
+
+
 def output_name(source: Path, options: OutputOptions) -> str:
     """The file name `source` alone gets under `options` (strsr-upscale's rule without clash handling; see
     `strsr.io.outputs.plan_upscale_outputs` for a batch): `<stem>[_<suffix>]<ext>`."""
