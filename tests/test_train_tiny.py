@@ -275,3 +275,38 @@ def test_stage2_with_a_gan_resumes_a_stage1_run_without_one(tmp_path):
         trainer.close()
     lines = [json.loads(line) for line in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "d/ragan_d" in line] == [2]
+
+
+def test_cooldown_factor_is_a_half_cosine_over_the_last_steps():
+    from strsr.train.trainer import cooldown_factor
+
+    assert [cooldown_factor(s, 10, 0) for s in range(10)] == [1.0] * 10
+    # 4 cooldown steps of 10: steps 6..9 run at (1 + cos(pi * k / 4)) / 2 for k = 0..3
+    expected = [1.0] * 6 + [1.0, (1 + 2**-0.5) / 2, 0.5, (1 - 2**-0.5) / 2]
+    assert [cooldown_factor(s, 10, 4) for s in range(10)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_cooldown_scales_the_recipe_rates_also_after_a_resume(tmp_path):
+    """Logged lr/g after each step: the cooldown's half cosine; a resumed run trains at its own recipe's rate, not
+    at the rate saved in the checkpoint's optimizer state."""
+    from strsr.train.trainer import Trainer
+
+    no_gan = {"lambda_gan": 0.0, "lambda_fdl": 0.0}
+    first = _tiny_config(tmp_path, loss=no_gan, optim={"lr_g": 1e-3, "lr_cooldown_steps": 2}, run={"max_steps": 4})
+    trainer = Trainer(first)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["lr/g"] for line in lines if "lr/g" in line] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4], rel=1e-9)
+
+    resumed = _tiny_config(tmp_path, loss=no_gan, optim={"lr_g": 2e-4},
+                           run={"output_dir": str(tmp_path / "next"), "resume_from": str(tmp_path / "run"),
+                                "max_steps": 5})  # fmt: skip
+    trainer = Trainer(resumed)
+    try:
+        trainer.train()
+        assert trainer.c.opt_g.param_groups[0]["lr"] == 2e-4
+    finally:
+        trainer.close()

@@ -85,6 +85,9 @@ class OptimConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     batch_size: int = 1  # per process
+    # the last N steps before run.max_steps anneal every learning rate to 0 on a half cosine (the cooldown of a
+    # warmup-stable-decay schedule); 0: constant learning rates
+    lr_cooldown_steps: int = 0
 
 
 @dataclass
@@ -267,7 +270,8 @@ def validate(config: TrainConfig) -> None:
     at_least = {"run.max_steps": (run.max_steps, 1), "run.checkpoint_every": (run.checkpoint_every, 1),
                 "run.log_every": (run.log_every, 1), "run.keep_last": (run.keep_last, 1),
                 "run.sample_every": (run.sample_every, 0), "run.grid_every": (run.grid_every, 0),
-                "optim.batch_size": (optim.batch_size, 1), "data.resolution": (data.resolution, 64),
+                "optim.batch_size": (optim.batch_size, 1), "optim.lr_cooldown_steps": (optim.lr_cooldown_steps, 0),
+                "data.resolution": (data.resolution, 64),
                 "loss.fdl_num_proj": (loss.fdl_num_proj, 1),
                 **({"loss.fdl_batch": (loss.fdl_batch, 1)} if loss.fdl_batch is not None else {})}  # fmt: skip
     for key, (value, low) in at_least.items():

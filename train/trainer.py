@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -94,6 +95,15 @@ def _batch_generator(device: torch.device, seed: int, batch: int, rank: int, str
     return torch.Generator(device).manual_seed(((seed * 1_000_003 + batch) * 4099 + rank) * 8 + stream)
 
 
+def cooldown_factor(step: int, max_steps: int, cooldown_steps: int) -> float:
+    """The learning-rate multiplier of 0-based `step`: 1, then over the last `cooldown_steps` steps a half cosine
+    from 1 towards 0 (the last step still moves, by (1 - cos(pi / N)) / 2)."""
+    left = max_steps - step  # this step included
+    if cooldown_steps <= 0 or left > cooldown_steps:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (cooldown_steps - left) / cooldown_steps))
+
+
 @dataclass
 class _Inputs:
     pair: DegradedPair
@@ -118,6 +128,10 @@ class Trainer:
         self._spectral_norms_warm = False  # the official first-G-step calibration forward has run
         self._stop_requested = False
         self.autocast = self._autocast_context()
+        # the recipe's learning rates, before a checkpoint's optimizer state replaces them: the schedule scales these
+        # (loading an optimizer state makes new group dicts, so they are found again by index)
+        self._base_lrs = [(opt, i, group["lr"]) for opt in (self.c.opt_g, self.c.opt_d) if opt is not None
+                          for i, group in enumerate(opt.param_groups)]  # fmt: skip
         start = self._resume_source(resume)
         if start is not None:
             self._load(start)
@@ -204,6 +218,9 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One official step: a G step on batch 2k, then (with a discriminator) a D step on batch 2k + 1."""
+        factor = cooldown_factor(self.step, self.config.run.max_steps, self.config.optim.lr_cooldown_steps)
+        for opt, i, base in self._base_lrs:
+            opt.param_groups[i]["lr"] = base * factor
         first = self.step * self.batches_per_step
         logged = self._g_step(first)
         if self.c.discriminator is not None:
