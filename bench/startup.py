@@ -1,5 +1,7 @@
 """Start-up cost of every strsr command: wall time and peak memory of `COMMAND --help` in a fresh process (the
-median of a few runs), and of `import torch` alone for scale.
+median of a few runs), of the README's main job, and of the imports under it for scale: `import torch` alone,
+`import diffusers.utils` (diffusers imports torch._dynamo there) and diffusers' FLUX.2 transformer class (its
+package imports every transformer module, and diffusers.hooks imports peft, and peft transformers).
 
     python -m strsr.bench.startup --repeats 5 --json out/startup.json
 """
@@ -13,11 +15,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 log = logging.getLogger("strsr.bench")
 
+# the imports under the main job, each in a fresh process: what no strsr change can take off its time
+IMPORTS = ("import torch", "import diffusers.utils", "from diffusers import Flux2Transformer2DModel")
 COMMANDS = ("strsr-upscale", "strsr-export", "strsr-bench", "strsr-eval", "strsr-convert", "strsr-train")
 
 
@@ -49,10 +54,16 @@ def main(argv: list[str] | None = None) -> int:
             records.append({"command": command, "error": "not on PATH (pip install -e .)"})
             continue
         records.append({"command": f"{command} --help", **time_command([path, "--help"], args.repeats)})
-    records.append({"command": "python -c 'import torch'",
-                    **time_command([sys.executable, "-c", "import torch"], args.repeats)})  # fmt: skip
+    main_job = shutil.which("strsr-upscale")
+    if main_job is not None:
+        with tempfile.TemporaryDirectory() as out:
+            records.append({"command": "strsr-upscale --sample -o OUT",
+                            **time_command([main_job, "--sample", "-o", out, "--overwrite"], args.repeats)})
+    for statement in IMPORTS:
+        records.append({"command": f"python -c '{statement}'",
+                        **time_command([sys.executable, "-c", statement], args.repeats)})  # fmt: skip
     for r in records:
-        log.info("%-32s %s", r["command"], r.get("error") or f"{r['median_s']:.3f} s (min {r['min_s']:.3f} s)")
+        log.info("%-52s %s", r["command"], r.get("error") or f"{r['median_s']:.3f} s (min {r['min_s']:.3f} s)")
     from strsr.bench.report import write_results
 
     write_results(args.json, records)
