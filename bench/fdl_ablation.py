@@ -7,6 +7,10 @@ period and its excess over the ground truth, PSNR, SSIM, PIQE), with a plot.
     strsr-train tiny-stage2 --set loss.lambda_fdl=0 --set run.output_dir=runs/tiny-stage2-nofdl
     python -m strsr.bench.fdl_ablation --json out/fdl_ablation.json --plot out/fdl_ablation.png
 
+Repeats with other seeds (`--set run.seed=N` on both arms) are paired by position: `--with-fdl A1 A2
+--without-fdl B1 B2`; each pair is its own row per input kind, and the paired FDL - no-FDL differences are
+summarised (mean, min, max over the pairs).
+
 The two stage-2 runs differ only in lambda_fdl: the same batches, degradations and R1 noise (every draw is seeded by
 (seed, batch, rank, stream)), the same discriminator and optimiser state from stage 1. The plot shows the training
 monitor (grid excess of each logged training prediction, from metrics.jsonl) and the held-out means per input kind.
@@ -38,6 +42,29 @@ def final_weights(run: Path) -> Path:
     if found is None:
         raise SystemExit(f"{run}: no complete checkpoint; train it first (see this module's docstring)")
     return found / "generator.safetensors"
+
+
+def arm_names(with_fdl: list[Path], without_fdl: list[Path]) -> dict[str, Path]:
+    """{method name: run} of both arms; with more than one pair the pair's position is in the name."""
+    if len(with_fdl) == 1:
+        return {"stage 2 + FDL": with_fdl[0], "stage 2, no FDL": without_fdl[0]}
+    names = {}
+    for i, (a, b) in enumerate(zip(with_fdl, without_fdl)):
+        names.update({f"stage 2 + FDL #{i + 1}": a, f"stage 2, no FDL #{i + 1}": b})
+    return names
+
+
+def paired_differences(table: list[dict], pairs: int) -> list[dict]:
+    """Per input kind and metric: FDL minus no-FDL for each pair (same seeds), and their mean, min and max."""
+    names = list(arm_names([Path()] * pairs, [Path()] * pairs))
+    value = {(r["kind"], r["method"]): r for r in table}
+    out = []
+    for kind in KINDS:
+        for metric in METRICS:
+            diffs = [value[kind, names[2 * i]][metric] - value[kind, names[2 * i + 1]][metric] for i in range(pairs)]
+            out.append({"kind": kind, "metric": metric, "differences": diffs, "mean": sum(diffs) / pairs,
+                        "min": min(diffs), "max": max(diffs)})  # fmt: skip
+    return out
 
 
 def monitor(run: Path) -> list[tuple[int, float]]:
@@ -84,22 +111,28 @@ def plot(path: Path, table: list[dict], curves: dict[str, list[tuple[int, float]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m strsr.bench.fdl_ablation", description=__doc__.splitlines()[0])
     p.add_argument("--stage1", type=Path, default=Path("runs/tiny"))
-    p.add_argument("--with-fdl", type=Path, default=Path("runs/tiny-stage2"))
-    p.add_argument("--without-fdl", type=Path, default=Path("runs/tiny-stage2-nofdl"))
+    p.add_argument("--with-fdl", type=Path, nargs="+", default=[Path("runs/tiny-stage2")])
+    p.add_argument("--without-fdl", type=Path, nargs="+", default=[Path("runs/tiny-stage2-nofdl")])
     p.add_argument("--tile", type=int, help="output tile (default: the tiny preset's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    runs = {"stage 1": args.stage1, "stage 2 + FDL": args.with_fdl, "stage 2, no FDL": args.without_fdl}
+    if len(args.with_fdl) != len(args.without_fdl):
+        p.error("--with-fdl and --without-fdl pair runs by position: give as many of each")
+    runs = {"stage 1": args.stage1, **arm_names(args.with_fdl, args.without_fdl)}
     rows = evaluate({name: final_weights(run) for name, run in runs.items()}, tile=args.tile)
     table = summary(rows)
     log.info("%s", format_summary(table))
+    differences = paired_differences(table, len(args.with_fdl))
+    for d in differences:
+        log.info("FDL - no FDL, %-12s %-8s mean %+.2f (min %+.2f, max %+.2f)", d["kind"], d["metric"], d["mean"],
+                 d["min"], d["max"])  # fmt: skip
     curves = {name: monitor(run) for name, run in runs.items() if name != "stage 1"}
     if args.plot:
         plot(args.plot, table, curves)
         log.info("plot: %s", args.plot)
-    write_results(args.json, {"summary": table, "rows": rows, "monitor": curves,
+    write_results(args.json, {"summary": table, "rows": rows, "monitor": curves, "paired": differences,
                               "weights": {name: str(final_weights(run)) for name, run in runs.items()}})  # fmt: skip
     return 0
 

@@ -79,3 +79,23 @@ def test_references_peaks_and_floors():
     assert references.peak_tflops("Some CPU", "bf16", refs) is None
     # 31 TFLOP at the H100's 989.4 TFLOP/s dense bf16 peak takes 31.33 ms
     assert abs(references.floors_ms(31e12, "bf16", refs)["H100"] - 31e12 / 989.4e12 * 1e3) < 1e-9
+
+
+def test_fdl_ablation_pairs_runs_by_position_and_differences_each_pair():
+    from pathlib import Path
+
+    from strsr.bench.fdl_ablation import METRICS, arm_names, paired_differences
+    from strsr.bench.tiny_eval import KINDS
+
+    assert list(arm_names([Path("a")], [Path("b")])) == ["stage 2 + FDL", "stage 2, no FDL"]
+    names = arm_names([Path("a1"), Path("a2")], [Path("b1"), Path("b2")])
+    assert names == {"stage 2 + FDL #1": Path("a1"), "stage 2, no FDL #1": Path("b1"),
+                     "stage 2 + FDL #2": Path("a2"), "stage 2, no FDL #2": Path("b2")}  # fmt: skip
+    # pair 1: FDL 1 dB below no FDL on every metric; pair 2: 3 dB below
+    offsets = {"stage 2 + FDL #1": 0.0, "stage 2, no FDL #1": 1.0, "stage 2 + FDL #2": 10.0, "stage 2, no FDL #2": 13.0}
+    table = [{"kind": k, "method": m, **{metric: o + i for i, metric in enumerate(METRICS)}}
+             for k in KINDS for m, o in offsets.items()]  # fmt: skip
+    diffs = paired_differences(table, 2)
+    assert len(diffs) == len(KINDS) * len(METRICS)
+    for d in diffs:
+        assert d["differences"] == [-1.0, -3.0] and (d["mean"], d["min"], d["max"]) == (-2.0, -3.0, -1.0)
