@@ -166,9 +166,10 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def format_summary(table: list[dict]) -> str:
     metrics = [k for k in table[0] if k not in ("kind", "method", "count")]
-    lines = [f"{'input':<12} {'method':<16} {'n':>2} " + " ".join(f"{m:>8}" for m in metrics)]
+    w = max(16, *(len(r["method"]) for r in table))
+    lines = [f"{'input':<12} {'method':<{w}} {'n':>2} " + " ".join(f"{m:>8}" for m in metrics)]
     for r in table:
-        lines.append(f"{r['kind']:<12} {r['method']:<16} {r['count']:>2} " + " ".join(f"{r[m]:8.3f}" for m in metrics))
+        lines.append(f"{r['kind']:<12} {r['method']:<{w}} {r['count']:>2} " + " ".join(f"{r[m]:8.3f}" for m in metrics))
     return "\n".join(lines)
 
 
