@@ -44,24 +44,28 @@ def final_weights(run: Path) -> Path:
     return found / "generator.safetensors"
 
 
+def pair_names(pairs: int) -> list[tuple[str, str]]:
+    """(FDL arm, no-FDL arm) method names of each pair; with more than one pair its position is in the names."""
+    if pairs == 1:
+        return [("stage 2 + FDL", "stage 2, no FDL")]
+    return [(f"stage 2 + FDL #{i}", f"stage 2, no FDL #{i}") for i in range(1, pairs + 1)]
+
+
 def arm_names(with_fdl: list[Path], without_fdl: list[Path]) -> dict[str, Path]:
-    """{method name: run} of both arms; with more than one pair the pair's position is in the name."""
-    if len(with_fdl) == 1:
-        return {"stage 2 + FDL": with_fdl[0], "stage 2, no FDL": without_fdl[0]}
+    """{method name: run} of both arms, pair by pair."""
     names = {}
-    for i, (a, b) in enumerate(zip(with_fdl, without_fdl)):
-        names.update({f"stage 2 + FDL #{i + 1}": a, f"stage 2, no FDL #{i + 1}": b})
+    for (fdl_name, plain_name), fdl_run, plain_run in zip(pair_names(len(with_fdl)), with_fdl, without_fdl):
+        names.update({fdl_name: fdl_run, plain_name: plain_run})
     return names
 
 
 def paired_differences(table: list[dict], pairs: int) -> list[dict]:
     """Per input kind and metric: FDL minus no-FDL for each pair (same seeds), and their mean, min and max."""
-    names = list(arm_names([Path()] * pairs, [Path()] * pairs))
     value = {(r["kind"], r["method"]): r for r in table}
     out = []
     for kind in KINDS:
         for metric in METRICS:
-            diffs = [value[kind, names[2 * i]][metric] - value[kind, names[2 * i + 1]][metric] for i in range(pairs)]
+            diffs = [value[kind, a][metric] - value[kind, b][metric] for a, b in pair_names(pairs)]
             out.append({"kind": kind, "metric": metric, "differences": diffs, "mean": sum(diffs) / pairs,
                         "min": min(diffs), "max": max(diffs)})  # fmt: skip
     return out

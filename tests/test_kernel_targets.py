@@ -42,7 +42,11 @@ def compiled():
     # one process per architecture, side by side: compiling is single-threaded (3.3 min in a row on 2 cores)
     runs = [subprocess.Popen([sys.executable, "-m", "strsr.kernels.targets", "--arch", str(arch)], env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for arch in TABLE_ARCHS]  # fmt: skip
-    outputs = [run.communicate(timeout=3000) for run in runs]
+    try:
+        outputs = [run.communicate(timeout=3000) for run in runs]
+    finally:  # a timeout leaves no compiler running past the test
+        for run in runs:
+            run.kill()
     records = [json.loads(line) for out, _ in outputs for line in out.splitlines() if line.startswith("{")]
     if {r["arch"] for r in records} != set(TABLE_ARCHS):
         pytest.fail("strsr.kernels.targets printed no records for an architecture:\n"
